@@ -1,0 +1,97 @@
+#pragma once
+// The whole run-time configuration: built once at start-up from the command line and
+// the TOML file, validated, then shared read-only by every session.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace popgate::config {
+
+enum class TlsMode { kNone, kStartTls, kImplicit };
+
+struct Endpoint {
+  std::string host;    // literal address or name; "[::1]" brackets already removed
+  std::uint16_t port;  // 0 on a listener: the kernel picks one (tests use this)
+};
+
+struct Listener {
+  Endpoint address;
+  TlsMode tls = TlsMode::kNone;
+  std::string cert_file;  // required when tls != none
+  std::string key_file;
+};
+
+struct Upstream {
+  Endpoint address;
+  TlsMode tls = TlsMode::kNone;
+  bool verify = true;       // verify chain and host name; --upstream-insecure clears it
+  std::string ca_file;      // empty: the system trust store
+  std::string server_name;  // empty: the host of `address`
+};
+
+// One [[plugin]] table or --plugin SPEC. Plugins are not built yet (issue 4); the
+// entries are parsed so the file format is stable, and main() refuses to start with any.
+struct PluginSpec {
+  std::string use;                            // "spam_tag", "x.py", "python:pkg.mod", ...
+  std::map<std::string, std::string> options; // every other key, as its TOML text
+  std::string origin;                         // "FILE:LINE" or "--plugin", for errors
+};
+
+struct Timeouts {
+  std::chrono::seconds upstream{60};  // connect, greeting, start of each response, stalls
+  std::chrono::seconds idle{600};     // client silent with nothing outstanding (RFC 1939 §3)
+  std::chrono::seconds drain{30};     // after SIGTERM, how long sessions may finish
+};
+
+struct Limits {
+  std::size_t max_sessions = 1000;          // past it: -ERR [SYS/TEMP] and close
+  std::size_t max_command_line = 255;       // octets incl. CRLF (RFC 2449 §4)
+  std::size_t max_auth_line = 16384;        // SASL lines (XOAUTH2 exceeds 255)
+  std::size_t max_upstream_line = 4096;     // status lines and greeting from the upstream
+};
+
+enum class LogLevel { kTrace, kDebug, kInfo, kWarn, kError };
+
+struct Config {
+  std::vector<Listener> listeners;  // at least one
+  Upstream upstream;
+  std::vector<PluginSpec> plugins;
+  unsigned threads = 0;  // 0: one per core
+  LogLevel log_level = LogLevel::kInfo;
+  Timeouts timeouts;
+  Limits limits;
+  // Commands popgate does not know but relays (single-line responses), upper case.
+  std::vector<std::string> pass_through_commands;
+};
+
+// A configuration that cannot be used. what() is one line naming where and what:
+// "popgate.toml:12: upstream.address: expected HOST:PORT, got \"pop.example\"" or
+// "--upstream: expected HOST:PORT, got \"x\"".
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Thrown for --help / --version: what() is the text to print on stdout, exit status 0.
+class HelpRequested : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Parses argv (and the -c FILE it names) into a validated Config. Values on the
+// command line override the file's. Throws ConfigError or HelpRequested.
+Config Parse(int argc, const char* const* argv);
+
+// Parses a TOML document (for tests); `file_name` is used in error messages.
+// Command-line values, if any, are applied by Parse() on top of this.
+Config ParseToml(std::string_view toml_text, const std::string& file_name);
+
+std::string ToString(TlsMode mode);
+
+}  // namespace popgate::config
