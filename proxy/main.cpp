@@ -1,0 +1,88 @@
+// popgate: wiring only. Parse the configuration, set up logging, start the server,
+// run the I/O threads until SIGTERM/SIGINT has drained the sessions.
+
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <thread>
+#include <vector>
+
+#include "config/config.h"
+#include "net/asio.h"
+#include "net/server.h"
+
+namespace {
+
+constexpr int kExitConfig = 2;
+
+spdlog::level::level_enum ToSpdlog(popgate::config::LogLevel level) {
+  using popgate::config::LogLevel;
+  switch (level) {
+    case LogLevel::kTrace:
+      return spdlog::level::trace;
+    case LogLevel::kDebug:
+      return spdlog::level::debug;
+    case LogLevel::kInfo:
+      return spdlog::level::info;
+    case LogLevel::kWarn:
+      return spdlog::level::warn;
+    case LogLevel::kError:
+      return spdlog::level::err;
+  }
+  return spdlog::level::info;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace popgate;
+
+  config::Config config;
+  try {
+    config = config::Parse(argc, argv);
+  } catch (const config::HelpRequested& help) {
+    std::fputs(help.what(), stdout);
+    return 0;
+  } catch (const config::ConfigError& error) {
+    std::fprintf(stderr, "popgate: %s\n", error.what());
+    return kExitConfig;
+  }
+  if (!config.plugins.empty()) {
+    std::fprintf(stderr, "popgate: %s: plugins are not implemented yet\n",
+                 config.plugins.front().origin.c_str());
+    return kExitConfig;
+  }
+
+  auto logger = spdlog::stderr_color_mt("popgate");
+  spdlog::set_default_logger(logger);
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  spdlog::set_level(ToSpdlog(config.log_level));
+  spdlog::flush_on(spdlog::level::info);
+
+  unsigned threads =
+      config.threads ? config.threads : std::max(1u, std::thread::hardware_concurrency());
+  net::asio::io_context io(static_cast<int>(threads));
+  net::Server server(io, config);
+  try {
+    server.Start();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "popgate: %s\n", e.what());
+    return kExitConfig;
+  }
+
+  // SIGTERM/SIGINT: stop accepting, let sessions finish, then stop the threads.
+  net::asio::signal_set signals(io, SIGTERM, SIGINT);
+  signals.async_wait([&](const net::error_code& ec, int signal) {
+    if (ec) return;
+    spdlog::info("signal {} received", signal);
+    server.Shutdown([&io] { io.stop(); });
+  });
+
+  std::vector<std::thread> pool;
+  for (unsigned i = 1; i < threads; ++i) pool.emplace_back([&io] { io.run(); });
+  io.run();
+  for (auto& t : pool) t.join();
+  spdlog::info("stopped");
+  return 0;
+}

@@ -1,0 +1,60 @@
+#pragma once
+// Listeners, the session registry, and graceful shutdown.
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "config/config.h"
+#include "net/asio.h"
+
+namespace popgate::net {
+
+class Session;
+
+// Sessions live on different threads; this is the only state they share.
+class SessionRegistry {
+ public:
+  void Add(std::uint64_t id, std::weak_ptr<Session> session);
+  void Remove(std::uint64_t id);
+  std::size_t size() const;
+  // Ends every live session (after the drain timeout).
+  void StopAll();
+
+ private:
+  mutable std::mutex mutex_;
+  std::unordered_map<std::uint64_t, std::weak_ptr<Session>> sessions_;
+};
+
+class Server {
+ public:
+  Server(asio::io_context& io, const config::Config& config);
+
+  // Resolves the upstream, binds every listener and starts accepting. Throws
+  // std::runtime_error with a one-line reason when that fails.
+  void Start();
+  // Stops accepting; calls `done` once every session has ended or the drain timeout
+  // has passed (remaining sessions are then closed).
+  void Shutdown(std::function<void()> done);
+
+  std::size_t active_sessions() const { return registry_.size(); }
+
+ private:
+  asio::awaitable<void> Accept(tcp::acceptor& acceptor);
+  asio::awaitable<void> Refuse(tcp::socket socket);
+  asio::awaitable<void> Drain(std::function<void()> done);
+
+  asio::io_context& io_;
+  const config::Config& config_;
+  std::vector<tcp::endpoint> upstream_;
+  std::vector<std::unique_ptr<tcp::acceptor>> acceptors_;
+  SessionRegistry registry_;
+  std::atomic<std::uint64_t> next_id_{1};
+  std::atomic<bool> stopping_{false};
+};
+
+}  // namespace popgate::net

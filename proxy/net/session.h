@@ -1,0 +1,142 @@
+#pragma once
+// One client connection and its upstream connection.
+//
+// Three coroutines share the session's strand:
+//  - ReadCommands (the client side) reads client lines, answers what popgate answers
+//    itself, and forwards the rest upstream in canonical form, in order;
+//  - RelayResponses (the upstream side) matches upstream responses first-in first-out
+//    to the commands in `pending_`, decodes multi-line bodies and relays them;
+//  - Watchdog enforces the client idle and upstream deadlines.
+// Exactly one of the first two writes to the client at a time: ReadCommands writes only
+// while nothing is pending (RelayResponses is then idle); otherwise its replies queue up
+// in `pending_` behind the responses they must follow.
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "config/config.h"
+#include "net/asio.h"
+#include "pop3/command.h"
+#include "pop3/line_reader.h"
+
+namespace popgate::net {
+
+class SessionRegistry;
+
+// Why a session ended; logged in its closing line.
+enum class EndReason {
+  kQuit,             // the client sent QUIT and got the upstream's answer
+  kClientClosed,     // the client went away (no QUIT upstream: nothing is deleted)
+  kIdleTimeout,      // the client was silent for --idle-timeout
+  kUpstreamTimeout,  // the upstream didn't connect, greet or answer in --upstream-timeout
+  kUpstreamClosed,   // the upstream closed or failed
+  kUpstreamInvalid,  // the upstream broke the protocol (garbage, overlong or unsolicited lines)
+  kUpstreamUnavailable,
+  kStopped,  // popgate is shutting down
+  kClientError,
+};
+
+const char* ToString(EndReason reason);
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  Session(tcp::socket client, std::vector<tcp::endpoint> upstream, const config::Config& config,
+          SessionRegistry& registry, std::uint64_t id);
+  ~Session();
+
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // Starts the session's coroutines on its strand.
+  void Start();
+  // Ends the session from any thread (shutdown after the drain timeout).
+  void Stop();
+
+  std::uint64_t id() const { return id_; }
+
+ private:
+  // One command sent upstream, or a reply of popgate's own that must follow the
+  // responses to the commands before it.
+  struct Pending {
+    std::optional<pop3::Command> command;  // empty: `local_reply` only
+    std::string local_reply;
+  };
+
+  asio::awaitable<void> Run();
+  asio::awaitable<bool> ConnectUpstream();
+  asio::awaitable<void> ReadCommands();
+  asio::awaitable<void> RelayResponses();
+  asio::awaitable<void> Watchdog();
+
+  // Client side.
+  asio::awaitable<std::optional<pop3::LineReader::Line>> ReadClientLine();
+  asio::awaitable<bool> HandleClientLine(std::string line);
+  asio::awaitable<bool> WaitUntilAnswered();
+  asio::awaitable<bool> FlushUpstream();
+  asio::awaitable<bool> ReplyToClient(std::string reply);
+  void Forward(pop3::Command command);
+
+  // Upstream side.
+  asio::awaitable<std::optional<std::string>> ReadUpstreamLine();
+  asio::awaitable<bool> RelayMultiLine(const pop3::Command& command, std::string status_line);
+  asio::awaitable<bool> WriteClient(const std::string& bytes);
+  void OnAnswered(const pop3::Command& command, bool ok);
+  asio::awaitable<void> FailUpstream(EndReason reason, const char* reply);
+
+  // Waits until `socket` is readable, then reads what is there into the I/O thread's
+  // buffer. The view is valid until the next co_await. Empty on end of stream or error.
+  asio::awaitable<std::string_view> ReadSome(tcp::socket& socket, error_code& ec);
+  // ReadSome, appended to `into`. Returns the number of bytes, 0 on end or error.
+  asio::awaitable<std::size_t> ReadAvailable(tcp::socket& socket, std::string& into,
+                                             error_code& ec);
+
+  void SetClientDeadline(Clock::time_point when);
+  void SetUpstreamDeadline(Clock::time_point when);
+  void Notify();
+  asio::awaitable<void> WaitForNotify();
+  void End(EndReason reason);
+
+  tcp::socket client_;
+  tcp::socket upstream_;
+  std::vector<tcp::endpoint> upstream_endpoints_;
+  const config::Config& config_;
+  SessionRegistry& registry_;
+  const std::uint64_t id_;
+
+  pop3::State state_ = pop3::State::kAuthorization;
+  std::deque<Pending> pending_;
+  bool sasl_turn_ = false;   // the upstream sent an AUTH challenge: next client line is SASL
+  bool responding_ = false;  // RelayResponses has begun writing the front response
+  bool ended_ = false;
+  std::optional<EndReason> end_reason_;
+
+  std::string client_in_;     // client bytes not yet split into lines
+  std::string upstream_in_;   // upstream bytes not yet consumed
+  std::string client_out_;    // output buffer for relayed responses
+  std::string upstream_out_;  // commands gathered for one write upstream
+  std::string pending_user_;  // USER's argument, until the upstream accepts it
+  pop3::LineReader client_lines_;
+  pop3::LineReader upstream_lines_;
+
+  asio::steady_timer notify_;  // wakes ReadCommands when a response has been relayed
+  asio::steady_timer watchdog_timer_;
+  Clock::time_point client_deadline_ = Clock::time_point::max();
+  Clock::time_point upstream_deadline_ = Clock::time_point::max();
+
+  // For the closing log line.
+  std::string client_address_;
+  std::string user_;
+  std::uint64_t bytes_from_client_ = 0;
+  std::uint64_t bytes_to_client_ = 0;
+  Clock::time_point started_ = Clock::now();
+};
+
+}  // namespace popgate::net

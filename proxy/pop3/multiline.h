@@ -1,0 +1,63 @@
+#pragma once
+// Multi-line responses (RFC 1939 §3): incremental decoding with dot-unstuffing and
+// detection of the terminating ".", and encoding with dot-stuffing.
+//
+// Output is canonical: every line ends in CRLF (a bare LF becomes CRLF) and, when
+// stuffing, every line that begins with "." gets a second one. So no lenient client
+// (Python's poplib splits on bare LF) can be made to see an early end: "POP3
+// smuggling", HAZARDS.md. Every other byte passes as sent: NUL, 8-bit, bare CR, and
+// lines of any length.
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+namespace popgate::pop3 {
+
+class MultiLineDecoder {
+ public:
+  enum class Output {
+    kContent,  // un-stuffed content lines, each ending in CRLF
+    kStuffed,  // content re-stuffed for the wire, ready to relay (terminator not included)
+  };
+
+  explicit MultiLineDecoder(Output output = Output::kContent) : output_(output) {}
+
+  struct Progress {
+    std::size_t consumed;  // bytes of input used; the rest belongs to the next response
+    bool done;             // the terminating line has been consumed
+  };
+
+  // Consumes input split at any byte. Appends decoded bytes to `out`.
+  Progress Feed(std::string_view input, std::string& out);
+
+  bool done() const { return state_ == State::kDone; }
+  // True when no partial line is pending: the output so far ends at a line boundary.
+  bool at_line_start() const { return state_ == State::kLineStart; }
+  void Reset() { state_ = State::kLineStart; }
+
+ private:
+  enum class State {
+    kLineStart,  // nothing of the current line seen yet
+    kDot,        // the line began with "."
+    kDotCr,      // the line began with ".\r"
+    kInLine,     // inside a content line; last_cr_ says whether the last byte was CR
+    kDone,
+  };
+
+  void AppendLineEnd(std::string& out);
+
+  Output output_;
+  State state_ = State::kLineStart;
+  bool last_cr_ = false;
+};
+
+// Appends `content` (un-stuffed, any line endings) to `out` as stuffed wire lines:
+// CRLF everywhere, a leading "." doubled. If `content` doesn't end in a line break, one
+// is added. Does not add the terminator.
+void StuffLines(std::string_view content, std::string& out);
+
+// The terminating line.
+inline constexpr std::string_view kTerminator = ".\r\n";
+
+}  // namespace popgate::pop3

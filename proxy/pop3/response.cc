@@ -1,0 +1,33 @@
+#include "pop3/response.h"
+
+namespace popgate::pop3 {
+namespace {
+
+bool StartsWithWord(std::string_view line, std::string_view word) {
+  if (line.size() < word.size()) return false;
+  for (std::size_t i = 0; i < word.size(); ++i) {
+    char c = line[i];
+    if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
+    if (c != word[i]) return false;
+  }
+  return line.size() == word.size() || line[word.size()] == ' ';
+}
+
+}  // namespace
+
+Status ClassifyStatus(std::string_view line) {
+  if (StartsWithWord(line, "+OK")) return Status::kOk;
+  if (StartsWithWord(line, "-ERR")) return Status::kErr;
+  if (line == "+" || line.starts_with("+ ")) return Status::kContinuation;
+  return Status::kInvalid;
+}
+
+bool IsValidGreeting(std::string_view line) {
+  if (ClassifyStatus(line) != Status::kOk) return false;
+  for (unsigned char c : line) {
+    if (c < 0x20 && c != '\t') return false;
+  }
+  return true;
+}
+
+}  // namespace popgate::pop3

@@ -1,0 +1,175 @@
+#include "pop3/multiline.h"
+
+#include <gtest/gtest.h>
+
+#include <random>
+
+namespace popgate::pop3 {
+namespace {
+
+using Output = MultiLineDecoder::Output;
+
+struct Decoded {
+  std::string out;
+  std::size_t consumed = 0;
+  bool done = false;
+};
+
+// Feeds `wire` in pieces cut at `cuts` (ascending offsets).
+Decoded DecodeSplit(std::string_view wire, Output mode, const std::vector<std::size_t>& cuts) {
+  MultiLineDecoder decoder(mode);
+  Decoded result;
+  std::size_t pos = 0;
+  std::vector<std::size_t> bounds = cuts;
+  bounds.push_back(wire.size());
+  for (std::size_t bound : bounds) {
+    if (bound < pos) continue;
+    std::string_view piece = wire.substr(pos, bound - pos);
+    auto progress = decoder.Feed(piece, result.out);
+    result.consumed += progress.consumed;
+    pos = bound;
+    if (progress.done) {
+      result.done = true;
+      break;
+    }
+  }
+  return result;
+}
+
+Decoded Decode(std::string_view wire, Output mode = Output::kContent) {
+  return DecodeSplit(wire, mode, {});
+}
+
+// The tricky inputs of issue 2 and HAZARDS.md.
+const std::vector<std::pair<std::string, std::string>>& TrickyCases() {
+  static const std::vector<std::pair<std::string, std::string>> cases = {
+      // wire, expected un-stuffed content
+      {".\r\n", ""},
+      {"a\r\n.\r\n", "a\r\n"},
+      {"..\r\n.\r\n", ".\r\n"},
+      {"...\r\n.\r\n", "..\r\n"},
+      {"..hidden\r\n.\r\n", ".hidden\r\n"},
+      {".x\r\n.\r\n", "x\r\n"},     // unstuffed as RFC 1939 says, though not sent by servers
+      {"a\nb\n.\n", "a\r\nb\r\n"},  // bare LF in, CRLF out
+      {"a\r\r\n.\r\n", "a\r\r\n"},  // bare CR kept
+      {"a\rb\r\n.\r\n", "a\rb\r\n"},
+      {".\rx\r\n.\r\n", "\rx\r\n"},  // dot, CR, not LF: content
+      {std::string("n\0ul\r\n.\r\n", 9), std::string("n\0ul\r\n", 6)},
+      {"\xff\xfe 8bit\r\n.\r\n", "\xff\xfe 8bit\r\n"},
+      {"\r\n\r\n.\r\n", "\r\n\r\n"},  // empty lines
+      {". \r\n.\r\n", " \r\n"},
+      {"a\r\n.\r\nRETR-leftover", "a\r\n"},  // bytes after the end are not taken
+  };
+  return cases;
+}
+
+TEST(MultiLineDecoderTest, DecodesTrickyInputs) {
+  for (const auto& [wire, content] : TrickyCases()) {
+    Decoded d = Decode(wire);
+    EXPECT_TRUE(d.done) << wire;
+    EXPECT_EQ(d.out, content) << wire;
+  }
+  Decoded d = Decode("a\r\n.\r\nRETR-leftover");
+  EXPECT_EQ(d.consumed, 6u);
+}
+
+TEST(MultiLineDecoderTest, EverySplitPointGivesTheSameResult) {
+  for (const auto& [wire, content] : TrickyCases()) {
+    for (Output mode : {Output::kContent, Output::kStuffed}) {
+      Decoded whole = Decode(wire, mode);
+      for (std::size_t cut = 0; cut <= wire.size(); ++cut) {
+        Decoded split = DecodeSplit(wire, mode, {cut});
+        EXPECT_EQ(split.out, whole.out) << "cut " << cut << " in " << wire;
+        EXPECT_EQ(split.consumed, whole.consumed) << "cut " << cut;
+        EXPECT_EQ(split.done, whole.done);
+      }
+      // And one byte at a time.
+      std::vector<std::size_t> every;
+      for (std::size_t i = 1; i < wire.size(); ++i) every.push_back(i);
+      EXPECT_EQ(DecodeSplit(wire, mode, every).out, whole.out) << wire;
+    }
+  }
+}
+
+TEST(MultiLineDecoderTest, StuffedOutputIsCanonicalWire) {
+  // Canonical input comes out unchanged; so a relayed message is byte-identical.
+  std::string canonical = "From: a\r\n\r\n..\r\n...dots\r\nbody\r\n";
+  Decoded d = Decode(canonical + ".\r\n", Output::kStuffed);
+  EXPECT_EQ(d.out, canonical);
+}
+
+TEST(MultiLineDecoderTest, NoSmugglingAfterBareLf) {
+  // A body line "." after a bare LF must not end the message early for a lenient
+  // client: out of the decoder it is a stuffed ".." on a CRLF line.
+  std::string wire = "a\r\nb\n..\n..+OK injected\r\n.\r\n";
+  Decoded d = Decode(wire, Output::kStuffed);
+  EXPECT_TRUE(d.done);
+  EXPECT_EQ(d.out, "a\r\nb\r\n..\r\n..+OK injected\r\n");
+  EXPECT_EQ(d.out.find("\n.\r\n"), std::string::npos);
+  EXPECT_EQ(d.out.find("\n.\n"), std::string::npos);
+}
+
+TEST(MultiLineDecoderTest, IncompleteInputIsNotDone) {
+  for (std::string_view wire : {"", "abc", "abc\r\n", "abc\r\n.", "abc\r\n.\r", ".."}) {
+    Decoded d = Decode(wire);
+    EXPECT_FALSE(d.done) << wire;
+    EXPECT_EQ(d.consumed, wire.size());
+  }
+}
+
+TEST(MultiLineDecoderTest, LongLinesPassWhole) {
+  std::string line(100000, 'x');
+  Decoded d = DecodeSplit(line + "\r\n.\r\n", Output::kStuffed, {1, 4096, 65536, 99999});
+  EXPECT_TRUE(d.done);
+  EXPECT_EQ(d.out, line + "\r\n");
+}
+
+TEST(StuffLinesTest, StuffsAndTerminatesLines) {
+  std::string out;
+  StuffLines(".a\nb\r\n..\r\nno-newline", out);
+  EXPECT_EQ(out, "..a\r\nb\r\n...\r\nno-newline\r\n");
+  out.clear();
+  StuffLines("", out);
+  EXPECT_EQ(out, "");
+}
+
+TEST(StuffLinesTest, RoundTripOverRandomBytes) {
+  // Stuff then decode gives back the content with canonical line ends, for many
+  // random byte strings rich in the characters that matter.
+  std::mt19937 rng(12345);
+  const char alphabet[] = {'.', '.', '\r', '\n', '\n', 'a', '\0', '\xff', ' '};
+  for (int round = 0; round < 2000; ++round) {
+    std::size_t length = rng() % 64;
+    std::string content;
+    for (std::size_t i = 0; i < length; ++i) content += alphabet[rng() % sizeof alphabet];
+
+    std::string wire;
+    StuffLines(content, wire);
+    wire += kTerminator;
+
+    // The expected content: each line ended by CRLF (a CR before LF counts as part of
+    // the line ending), a final line ended if it wasn't.
+    std::string expected;
+    StuffLines(content, expected);  // stuffed form, then unstuff by hand below
+    std::string unstuffed;
+    for (std::size_t pos = 0; pos < expected.size();) {
+      std::size_t end = expected.find("\r\n", pos);
+      std::string line = expected.substr(pos, end - pos);
+      if (!line.empty() && line[0] == '.') line.erase(0, 1);
+      unstuffed += line + "\r\n";
+      pos = end + 2;
+    }
+
+    std::size_t cut = wire.empty() ? 0 : rng() % wire.size();
+    Decoded d = DecodeSplit(wire, Output::kContent, {cut});
+    ASSERT_TRUE(d.done) << "round " << round;
+    EXPECT_EQ(d.consumed, wire.size());
+    EXPECT_EQ(d.out, unstuffed) << "round " << round;
+
+    Decoded relayed = DecodeSplit(wire, Output::kStuffed, {cut});
+    EXPECT_EQ(relayed.out + std::string(kTerminator), wire) << "round " << round;
+  }
+}
+
+}  // namespace
+}  // namespace popgate::pop3
