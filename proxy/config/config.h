@@ -38,9 +38,9 @@ struct Upstream {
 // One [[plugin]] table or --plugin SPEC. Plugins are not built yet (issue 4); the
 // entries are parsed so the file format is stable, and main() refuses to start with any.
 struct PluginSpec {
-  std::string use;                            // "spam_tag", "x.py", "python:pkg.mod", ...
-  std::map<std::string, std::string> options; // every other key, as its TOML text
-  std::string origin;                         // "FILE:LINE" or "--plugin", for errors
+  std::string use;                             // "spam_tag", "x.py", "python:pkg.mod", ...
+  std::map<std::string, std::string> options;  // every other key, as its TOML text
+  std::string origin;                          // "FILE:LINE" or "--plugin", for errors
 };
 
 struct Timeouts {
@@ -50,10 +50,10 @@ struct Timeouts {
 };
 
 struct Limits {
-  std::size_t max_sessions = 1000;          // past it: -ERR [SYS/TEMP] and close
-  std::size_t max_command_line = 255;       // octets incl. CRLF (RFC 2449 §4)
-  std::size_t max_auth_line = 16384;        // SASL lines (XOAUTH2 exceeds 255)
-  std::size_t max_upstream_line = 4096;     // status lines and greeting from the upstream
+  std::size_t max_sessions = 1000;       // past it: -ERR [SYS/TEMP] and close
+  std::size_t max_command_line = 255;    // octets incl. CRLF (RFC 2449 §4)
+  std::size_t max_auth_line = 16384;     // SASL lines (XOAUTH2 exceeds 255)
+  std::size_t max_upstream_line = 4096;  // status lines and greeting from the upstream
 };
 
 enum class LogLevel { kTrace, kDebug, kInfo, kWarn, kError };
@@ -68,6 +68,8 @@ struct Config {
   Limits limits;
   // Commands popgate does not know but relays (single-line responses), upper case.
   std::vector<std::string> pass_through_commands;
+  // [quarantine] path: the Maildir for originals a plugin withholds; empty: not set.
+  std::string quarantine_path;
 };
 
 // A configuration that cannot be used. what() is one line naming where and what:
