@@ -2,13 +2,16 @@
 // The one place that includes Boost.Asio. GCC 12 compiles Boost 1.74's awaitable.hpp
 // only with <utility> included first (STYLE.md), so the fix lives here.
 
+// clang-format off: <utility> must stay first.
+#include <utility>
+// clang-format on
+
 #include <boost/asio.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <utility>
 
 namespace popgate::net {
 

@@ -10,6 +10,7 @@
 #include "pop3/capa.h"
 #include "pop3/multiline.h"
 #include "pop3/response.h"
+#include "pop3/sasl.h"
 
 namespace popgate::net {
 namespace {
@@ -377,8 +378,29 @@ asio::awaitable<bool> Session::HandleClientLine(std::string line) {
 }
 
 void Session::Forward(pop3::Command command) {
+  if (spdlog::should_log(spdlog::level::debug)) {
+    // Secrets never reach the log, at any level: only the keyword (and mechanism).
+    std::string shown = command.keyword;
+    if (command.verb == Verb::kAuth && !command.args.empty()) shown += " " + command.args[0];
+    if (command.CarriesSecret()) {
+      shown += " ***";
+    } else {
+      shown = LogSafe(command.Canonical().substr(0, command.Canonical().size() - 2));
+    }
+    spdlog::debug("session {} > {}", id_, shown);
+  }
   if (pending_.empty()) SetUpstreamDeadline(Clock::now() + config_.timeouts.upstream);
-  if (command.verb == Verb::kUser && !command.args.empty()) pending_user_ = command.args[0];
+  if (command.verb == Verb::kUser) pending_user_ = command.args[0];
+  if (command.verb == Verb::kAuth && !command.args.empty()) {
+    // Only to name the user in the log: PLAIN's and LOGIN's identity, nothing more.
+    sasl_mechanism_ = command.args[0];
+    sasl_responses_ = 0;
+    pending_user_.clear();
+    if (command.args.size() == 2) {
+      pending_user_ = pop3::SaslUser(sasl_mechanism_, command.args[1]).value_or("");
+      ++sasl_responses_;
+    }
+  }
   upstream_out_ += command.Canonical();
   pending_.push_back(Pending{std::move(command), {}});
 }
@@ -423,6 +445,9 @@ asio::awaitable<bool> Session::WaitUntilAnswered() {
       upstream_out_ = "*\r\n";
       co_await ReplyToClient(kLineTooLong);
     } else {
+      if (sasl_responses_++ == 0) {
+        pending_user_ = pop3::SaslUser(sasl_mechanism_, line->text).value_or("");
+      }
       upstream_out_ = std::move(line->text) + "\r\n";
     }
     SetUpstreamDeadline(Clock::now() + config_.timeouts.upstream);
@@ -554,8 +579,10 @@ void Session::OnAnswered(const pop3::Command& command, bool ok) {
     case Verb::kApop:
       if (ok) user_ = command.args[0];
       [[fallthrough]];
-    case Verb::kPass:
     case Verb::kAuth:
+      if (ok && command.verb == Verb::kAuth) user_ = pending_user_;
+      [[fallthrough]];
+    case Verb::kPass:
       if (ok) {
         state_ = pop3::State::kTransaction;
         spdlog::info("session {} logged in user={}", id_, user_.empty() ? "-" : LogSafe(user_, 64));

@@ -122,7 +122,9 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string upstream_in_;   // upstream bytes not yet consumed
   std::string client_out_;    // output buffer for relayed responses
   std::string upstream_out_;  // commands gathered for one write upstream
-  std::string pending_user_;  // USER's argument, until the upstream accepts it
+  std::string pending_user_;  // the user named by USER or AUTH, until the upstream accepts
+  std::string sasl_mechanism_;
+  int sasl_responses_ = 0;
   pop3::LineReader client_lines_;
   pop3::LineReader upstream_lines_;
 
