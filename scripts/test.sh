@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Sets everything up and runs every test: unit, fuzz-corpus replay, integration against
+# a real Dovecot and real clients, the same again under ASan+UBSan, and a short
+# libFuzzer run. This is the command README.md names and .ci/run calls.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+
+echo "== build (RelWithDebInfo)"
+scripts/build.sh build
+
+echo "== tests"
+ctest --test-dir build --output-on-failure --timeout 900
+
+echo "== ASan+UBSan build and tests"
+scripts/build.sh build-asan -DCMAKE_BUILD_TYPE=Debug -DPOPGATE_SANITIZE=ON
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build-asan --output-on-failure --timeout 900
+
+if [ -x scripts/fuzz.sh ]; then
+  echo "== libFuzzer, briefly"
+  scripts/fuzz.sh "${POPGATE_FUZZ_SECONDS:-30}"
+fi
+echo "== all tests passed"
