@@ -317,6 +317,11 @@ asio::awaitable<std::optional<pop3::LineReader::Line>> Session::ReadClientLine()
         spdlog::info("session {} idle for {}s", id_, config_.timeouts.idle.count());
         co_await WriteClient(kIdleReply);
       }
+      if (ec == asio::error::eof) {
+        // A client that half-closes after its last command (`printf ... | nc`) still
+        // gets the answers to what it sent. No QUIT follows, so nothing is deleted.
+        while (!pending_.empty() && !ended_) co_await WaitForNotify();
+      }
       End(EndReason::kClientClosed);
       co_return std::nullopt;
     }
