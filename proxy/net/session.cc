@@ -51,13 +51,18 @@ void ShrinkIfLarge(std::string& s) {
   }
 }
 
-bool EndsLogin(Verb verb) {
-  return verb == Verb::kPass || verb == Verb::kApop || verb == Verb::kAuth;
+// Whether a +OK to `command` logs the client in. AUTH without a mechanism only lists
+// the mechanisms.
+bool LogsIn(const pop3::Command& command) {
+  return command.verb == Verb::kPass || command.verb == Verb::kApop ||
+         (command.verb == Verb::kAuth && !command.args.empty());
 }
 
 // Commands after which popgate waits for the answer before reading the next one: the
 // state they lead to decides how the next command is treated.
-bool IsBarrier(Verb verb) { return EndsLogin(verb) || verb == Verb::kQuit; }
+bool IsBarrier(const pop3::Command& command) {
+  return LogsIn(command) || command.verb == Verb::kQuit;
+}
 
 std::string Endpoint(const tcp::socket& socket) {
   error_code ec;
@@ -373,8 +378,9 @@ asio::awaitable<bool> Session::HandleClientLine(std::string line) {
   }
 
   Verb verb = command.verb;
+  bool barrier = IsBarrier(command);
   Forward(std::move(command));
-  if (IsBarrier(verb)) {
+  if (barrier) {
     if (!co_await FlushUpstream()) co_return false;
     if (!co_await WaitUntilAnswered()) co_return false;
     if (verb == Verb::kQuit) co_return false;
@@ -522,7 +528,11 @@ asio::awaitable<void> Session::RelayResponses() {
       co_await upstream_.async_wait(tcp::socket::wait_read, Capture(ec));
       if (ended_) co_return;
       if (ec) {
-        End(EndReason::kUpstreamClosed);
+        // A command sent meanwhile may be waiting on this socket: its client is owed
+        // an answer (the watchdog closed the socket on a timeout).
+        bool timed_out = end_reason_ == EndReason::kUpstreamTimeout;
+        co_await FailUpstream(timed_out ? EndReason::kUpstreamTimeout : EndReason::kUpstreamClosed,
+                              timed_out ? kUpstreamTimedOut : kUpstreamClosed);
         co_return;
       }
       if (!pending_.empty()) continue;  // the answer to a command just sent
@@ -577,27 +587,16 @@ asio::awaitable<void> Session::RelayResponses() {
 }
 
 void Session::OnAnswered(const pop3::Command& command, bool ok) {
-  switch (command.verb) {
-    case Verb::kUser:
-      if (ok) user_ = pending_user_;
-      break;
-    case Verb::kApop:
-      if (ok) user_ = command.args[0];
-      [[fallthrough]];
-    case Verb::kAuth:
-      if (ok && command.verb == Verb::kAuth) user_ = pending_user_;
-      [[fallthrough]];
-    case Verb::kPass:
-      if (ok) {
-        state_ = pop3::State::kTransaction;
-        spdlog::info("session {} logged in user={}", id_, user_.empty() ? "-" : LogSafe(user_, 64));
-      } else {
-        spdlog::info("session {} login failed user={}", id_,
-                     user_.empty() ? "-" : LogSafe(user_, 64));
-      }
-      break;
-    default:
-      break;
+  if (command.verb == Verb::kUser && ok) user_ = pending_user_;
+  if (!LogsIn(command)) return;
+  if (command.verb == Verb::kApop) pending_user_ = command.args[0];
+  if (command.verb != Verb::kPass) user_ = pending_user_;
+  const std::string shown = user_.empty() ? "-" : LogSafe(user_, 64);
+  if (ok) {
+    state_ = pop3::State::kTransaction;
+    spdlog::info("session {} logged in user={}", id_, shown);
+  } else {
+    spdlog::info("session {} login failed user={}", id_, shown);
   }
 }
 

@@ -10,10 +10,8 @@ std::size_t LineReader::Feed(std::string_view input, std::optional<Line>& out) {
   std::size_t take = lf ? static_cast<std::size_t>(lf - input.data()) + 1 : input.size();
 
   if (skipping_) {
-    if (lf) {
-      skipping_ = false;
-      out = Line{Kind::kTooLong, {}};
-    }
+    // The rest of a line already reported as too long.
+    if (lf) skipping_ = false;
     return take;
   }
 
@@ -29,12 +27,11 @@ std::size_t LineReader::Feed(std::string_view input, std::optional<Line>& out) {
     too_long = partial_.size() + 1 > max_line_;
   }
   if (too_long) {
+    // Reported as soon as it is known, not at the LF: an upstream that never sends
+    // one must not keep a session reading forever.
     partial_.clear();
-    if (lf) {
-      out = Line{Kind::kTooLong, {}};
-    } else {
-      skipping_ = true;
-    }
+    skipping_ = !lf;
+    out = Line{Kind::kTooLong, {}};
     return take;
   }
   if (!lf) return take;

@@ -14,7 +14,7 @@ class LineReader {
  public:
   enum class Kind {
     kLine,     // a complete line; text() has no CR/LF
-    kTooLong,  // a line over the cap was skipped up to and including its LF
+    kTooLong,  // a line went over the cap; reported at once, then skipped through its LF
   };
   struct Line {
     Kind kind;

@@ -6,6 +6,7 @@ namespace popgate::pop3 {
 
 void MultiLineDecoder::AppendLineEnd(std::string& out) {
   // A bare LF becomes CRLF; a CR already written before the LF is kept.
+  after_crlf_ = last_cr_;
   if (last_cr_) {
     out += '\n';
   } else {
@@ -23,7 +24,7 @@ MultiLineDecoder::Progress MultiLineDecoder::Feed(std::string_view input, std::s
     switch (state_) {
       case State::kLineStart:
         if (*p == '.') {
-          state_ = State::kDot;
+          state_ = after_crlf_ ? State::kDot : State::kBareLfDot;
           ++p;
         } else {
           state_ = State::kInLine;
@@ -35,9 +36,13 @@ MultiLineDecoder::Progress MultiLineDecoder::Feed(std::string_view input, std::s
         if (*p == '\r') {
           state_ = State::kDotCr;
           ++p;
-        } else if (*p == '\n') {  // ".LF": a lenient terminator
-          state_ = State::kDone;
+        } else if (*p == '\n') {
+          // ".LF" is not the end (that is ".CRLF"): the line is a lone "." of content.
+          out += stuff ? ".." : ".";
+          last_cr_ = false;
+          AppendLineEnd(out);
           ++p;
+          state_ = State::kLineStart;
         } else {
           // A stuffed line: the first dot is dropped (RFC 1939 §3). On output, a line
           // that still begins with "." is stuffed again.
@@ -57,6 +62,14 @@ MultiLineDecoder::Progress MultiLineDecoder::Feed(std::string_view input, std::s
           state_ = State::kInLine;
           last_cr_ = true;
         }
+        break;
+
+      case State::kBareLfDot:
+        // A second dot is the stuffing of a ".": take it; a lone dot is content.
+        if (*p == '.') ++p;
+        out += stuff ? ".." : ".";
+        state_ = State::kInLine;
+        last_cr_ = false;
         break;
 
       case State::kInLine: {

@@ -2,6 +2,11 @@
 // Multi-line responses (RFC 1939 §3): incremental decoding with dot-unstuffing and
 // detection of the terminating ".", and encoding with dot-stuffing.
 //
+// The response ends only at CRLF "." CRLF (RFC 1939 §3): a "." line after a bare LF is
+// content, never the end, so a message is never cut short by what a sender put in it.
+// After a bare LF a leading ".." is taken as stuffing (servers such as Dovecot treat LF
+// as a line end and stuff after it), a single "." as content.
+//
 // Output is canonical: every line ends in CRLF (a bare LF becomes CRLF) and, when
 // stuffing, every line that begins with "." gets a second one. So no lenient client
 // (Python's poplib splits on bare LF) can be made to see an early end: "POP3
@@ -34,13 +39,17 @@ class MultiLineDecoder {
   bool done() const { return state_ == State::kDone; }
   // True when no partial line is pending: the output so far ends at a line boundary.
   bool at_line_start() const { return state_ == State::kLineStart; }
-  void Reset() { state_ = State::kLineStart; }
+  void Reset() {
+    state_ = State::kLineStart;
+    after_crlf_ = true;
+  }
 
  private:
   enum class State {
     kLineStart,  // nothing of the current line seen yet
-    kDot,        // the line began with "."
-    kDotCr,      // the line began with ".\r"
+    kDot,        // after CRLF, the line began with "."
+    kDotCr,      // after CRLF, the line began with ".\r"
+    kBareLfDot,  // after a bare LF, the line began with "."
     kInLine,     // inside a content line; last_cr_ says whether the last byte was CR
     kDone,
   };
@@ -50,6 +59,7 @@ class MultiLineDecoder {
   Output output_;
   State state_ = State::kLineStart;
   bool last_cr_ = false;
+  bool after_crlf_ = true;  // the previous line ended in CRLF (or there was none)
 };
 
 // Appends `content` (un-stuffed, any line endings) to `out` as stuffed wire lines:

@@ -16,18 +16,17 @@ bool StartsWithWord(std::string_view line, std::string_view word) {
 }  // namespace
 
 Status ClassifyStatus(std::string_view line) {
+  // A status line carries text, never control characters: a bare CR could make a
+  // lenient client see two answers in one line, a NUL cut it short.
+  for (unsigned char c : line) {
+    if ((c < 0x20 && c != '\t') || c == 0x7f) return Status::kInvalid;
+  }
   if (StartsWithWord(line, "+OK")) return Status::kOk;
   if (StartsWithWord(line, "-ERR")) return Status::kErr;
   if (line == "+" || line.starts_with("+ ")) return Status::kContinuation;
   return Status::kInvalid;
 }
 
-bool IsValidGreeting(std::string_view line) {
-  if (ClassifyStatus(line) != Status::kOk) return false;
-  for (unsigned char c : line) {
-    if (c < 0x20 && c != '\t') return false;
-  }
-  return true;
-}
+bool IsValidGreeting(std::string_view line) { return ClassifyStatus(line) == Status::kOk; }
 
 }  // namespace popgate::pop3

@@ -9,13 +9,13 @@ enum class Status {
   kOk,            // "+OK" then end of line or a space (RFC 1939 §3)
   kErr,           // "-ERR" likewise; always a single line
   kContinuation,  // "+ " or "+" alone: an AUTH challenge (RFC 5034 §4)
-  kInvalid,       // anything else: a broken or hostile upstream
+  kInvalid,       // anything else, or control characters: a broken or hostile upstream
 };
 
 // Classifies one line without its line ending.
 Status ClassifyStatus(std::string_view line);
 
-// Whether a greeting line may be relayed: "+OK" status and printable text.
+// Whether a greeting line may be relayed: "+OK" status, no control characters.
 bool IsValidGreeting(std::string_view line);
 
 }  // namespace popgate::pop3

@@ -54,16 +54,25 @@ TEST(LineReaderTest, CapCountsTheCrlf) {
   }
 }
 
-TEST(LineReaderTest, EndlessLineIsSkippedToItsEnd) {
+TEST(LineReaderTest, EndlessLineIsReportedAtOnceThenSkippedToItsEnd) {
   LineReader reader(16);
   std::string input(100000, 'x');
   auto lines = FeedAll(reader, input, 4096);
-  EXPECT_TRUE(lines.empty());
+  ASSERT_EQ(lines.size(), 1u);  // reported before any LF arrives
+  EXPECT_EQ(lines[0].kind, Kind::kTooLong);
   EXPECT_TRUE(reader.has_partial());
   lines = FeedAll(reader, "yyy\r\nQUIT\r\n", 3);
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0].text, "QUIT");
+  EXPECT_FALSE(reader.has_partial());
+}
+
+TEST(LineReaderTest, OverflowWithoutLfIsReportedOnce) {
+  LineReader reader(8);
+  auto lines = FeedAll(reader, "0123456789abcdef\r\nNOOP\r\n", 1);
   ASSERT_EQ(lines.size(), 2u);
   EXPECT_EQ(lines[0].kind, Kind::kTooLong);
-  EXPECT_EQ(lines[1].text, "QUIT");
+  EXPECT_EQ(lines[1].text, "NOOP");
 }
 
 TEST(LineReaderTest, StopsAfterEachLine) {

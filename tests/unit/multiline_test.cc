@@ -49,8 +49,14 @@ const std::vector<std::pair<std::string, std::string>>& TrickyCases() {
       {"..\r\n.\r\n", ".\r\n"},
       {"...\r\n.\r\n", "..\r\n"},
       {"..hidden\r\n.\r\n", ".hidden\r\n"},
-      {".x\r\n.\r\n", "x\r\n"},     // unstuffed as RFC 1939 says, though not sent by servers
-      {"a\nb\n.\n", "a\r\nb\r\n"},  // bare LF in, CRLF out
+      {".x\r\n.\r\n", "x\r\n"},         // unstuffed as RFC 1939 says, though not sent by servers
+      {"a\nb\r\n.\r\n", "a\r\nb\r\n"},  // bare LF in, CRLF out
+      // The end is CRLF "." CRLF only: a "." after a bare LF, or ".LF", is content.
+      {"a\n.\n+OK injected\r\n.\r\n", "a\r\n.\r\n+OK injected\r\n"},
+      {"a\n.\r\nmore\r\n.\r\n", "a\r\n.\r\nmore\r\n"},
+      {".\nx\r\n.\r\n", ".\r\nx\r\n"},
+      {"a\n..\n..b\r\n.\r\n", "a\r\n.\r\n.b\r\n"},  // ".." after bare LF: stuffing
+      {"a\n.x\r\n.\r\n", "a\r\n.x\r\n"},
       {"a\r\r\n.\r\n", "a\r\r\n"},  // bare CR kept
       {"a\rb\r\n.\r\n", "a\rb\r\n"},
       {".\rx\r\n.\r\n", "\rx\r\n"},  // dot, CR, not LF: content
@@ -110,7 +116,8 @@ TEST(MultiLineDecoderTest, NoSmugglingAfterBareLf) {
 }
 
 TEST(MultiLineDecoderTest, IncompleteInputIsNotDone) {
-  for (std::string_view wire : {"", "abc", "abc\r\n", "abc\r\n.", "abc\r\n.\r", ".."}) {
+  for (std::string_view wire :
+       {"", "abc", "abc\r\n", "abc\r\n.", "abc\r\n.\r", "..", ".\n", "a\n.\n", "a\n.\r\n"}) {
     Decoded d = Decode(wire);
     EXPECT_FALSE(d.done) << wire;
     EXPECT_EQ(d.consumed, wire.size());
