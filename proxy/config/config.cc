@@ -4,6 +4,7 @@
 
 #include "config/config.h"
 
+#include <arpa/inet.h>
 #include <toml++/toml.h>
 
 #include <CLI/CLI.hpp>
@@ -233,6 +234,25 @@ std::string ParseServerName(std::string_view text, std::string_view where) {
     Fail(where, "expected a host name, got " + Quoted(text));
   }
   return std::string(text);
+}
+
+// "10.0.0.0/8", "::1/128", or a bare address (a single host). Returned with its prefix,
+// in the form Asio's make_network_v4/v6 accept.
+std::string ParseNetwork(std::string_view text, std::string_view where) {
+  std::string address(text.substr(0, text.find('/')));
+  bool v6 = address.find(':') != std::string::npos;
+  unsigned char buffer[16];
+  if (inet_pton(v6 ? AF_INET6 : AF_INET, address.c_str(), buffer) != 1) {
+    Fail(where, "expected a network such as 10.0.0.0/8 or ::1/128, got " + Quoted(text));
+  }
+  const int max_prefix = v6 ? 128 : 32;
+  if (text.find('/') == std::string_view::npos) return address + "/" + std::to_string(max_prefix);
+  auto prefix = ParseInteger(text.substr(text.find('/') + 1));
+  if (!prefix || *prefix < 0 || *prefix > max_prefix) {
+    Fail(where,
+         "expected a prefix length 0-" + std::to_string(max_prefix) + ", got " + Quoted(text));
+  }
+  return address + "/" + std::to_string(*prefix);
 }
 
 std::string ParsePluginSpec(std::string_view text, std::string_view where) {
@@ -554,7 +574,7 @@ Draft ReadToml(std::string_view text, const std::string& file) {
   const toml::table document = ParseTomlText(text, file);
   const TableReader root(document, "", file);
   root.OnlyKeys({"listen", "upstream", "plugin", "threads", "log_level", "timeouts", "limits",
-                 "pass_through_commands", "quarantine"});
+                 "pass_through_commands", "quarantine", "trusted_networks"});
   Draft draft;
   Config& config = draft.config;
   for (const TableReader& listener : root.Tables("listen")) {
@@ -574,6 +594,12 @@ Draft ReadToml(std::string_view text, const std::string& file) {
     AddPassThrough(ParseCommandName(name, where), config.pass_through_commands);
   }
   if (auto quarantine = root.Table("quarantine")) ReadQuarantine(*quarantine, config);
+  if (root.table().contains("trusted_networks")) {
+    config.trusted_networks.clear();
+    for (const auto& [network, where] : root.Strings("trusted_networks")) {
+      config.trusted_networks.push_back(ParseNetwork(network, where));
+    }
+  }
   return draft;
 }
 
@@ -620,6 +646,7 @@ struct Flags {
   std::optional<std::string> max_sessions;
   std::optional<std::string> max_upstream_line;
   std::vector<std::string> pass_through;
+  std::vector<std::string> trusted_networks;
 };
 
 void DeclareFlags(CLI::App& app, Flags& flags) {
@@ -658,6 +685,8 @@ void DeclareFlags(CLI::App& app, Flags& flags) {
   text("--max-upstream-line", flags.max_upstream_line, "BYTES",
        "longest status line from the server (default 4096)");
   list("--pass-through", flags.pass_through, "CMD", "relay this unknown command; repeatable");
+  list("--trusted-network", flags.trusted_networks, "CIDR",
+       "may log in without TLS where TLS is offered (default loopback); repeatable");
   app.set_version_flag("--version", std::string(kVersion));
 }
 
@@ -760,6 +789,12 @@ void ApplyFlags(const Flags& flags, Draft& draft) {
   }
   if (flags.threads) config.threads = ParseIntegerFlag(*flags.threads, kThreadsRange, "--threads");
   if (flags.log_level) config.log_level = ParseEnum(*flags.log_level, kLogLevels, "--log-level");
+  if (!flags.trusted_networks.empty()) {
+    config.trusted_networks.clear();
+    for (const std::string& network : flags.trusted_networks) {
+      config.trusted_networks.push_back(ParseNetwork(network, "--trusted-network"));
+    }
+  }
   if (!flags.pass_through.empty()) {
     config.pass_through_commands.clear();
     for (const std::string& name : flags.pass_through) {

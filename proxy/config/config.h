@@ -66,6 +66,9 @@ struct Config {
   LogLevel log_level = LogLevel::kInfo;
   Timeouts timeouts;
   Limits limits;
+  // Client networks (CIDR) that may log in without TLS on a listener that offers it,
+  // like Dovecot's login_trusted_networks.
+  std::vector<std::string> trusted_networks = {"127.0.0.0/8", "::1/128"};
   // Commands popgate does not know but relays (single-line responses), upper case.
   std::vector<std::string> pass_through_commands;
   // [quarantine] path: the Maildir for originals a plugin withholds; empty: not set.

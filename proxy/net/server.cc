@@ -50,46 +50,91 @@ void SessionRegistry::StopAll() {
 Server::Server(asio::io_context& io, const config::Config& config) : io_(io), config_(config) {}
 
 void Server::Start() {
-  // The upstream is resolved once, at start-up, like nginx's proxy_pass without a
-  // resolver: a name that doesn't resolve stops start-up instead of failing each client.
-  tcp::resolver resolver(io_);
-  error_code ec;
-  const auto& up = config_.upstream.address;
-  auto results = resolver.resolve(up.host, std::to_string(up.port), ec);
-  if (ec) {
-    throw std::runtime_error("upstream " + up.host + ": cannot resolve: " + ec.message());
+  for (const auto& cidr : config_.trusted_networks) {
+    // Validated by the config parser; both families are kept apart for matching.
+    if (cidr.find(':') == std::string::npos) {
+      trusted_v4_.push_back(asio::ip::make_network_v4(cidr));
+    } else {
+      trusted_v6_.push_back(asio::ip::make_network_v6(cidr));
+    }
   }
-  for (const auto& entry : results) upstream_.push_back(entry.endpoint());
-
-  for (const auto& listener : config_.listeners) {
-    if (listener.tls != config::TlsMode::kNone) {
-      throw std::runtime_error("listener " + listener.address.host + ": tls = \"" +
-                               config::ToString(listener.tls) +
-                               "\" is not implemented yet; only \"none\" works");
-    }
-    auto address = asio::ip::make_address(listener.address.host, ec);
-    if (ec) {
-      throw std::runtime_error("listen address " + listener.address.host + ": " + ec.message());
-    }
-    tcp::endpoint endpoint(address, listener.address.port);
-    auto acceptor = std::make_unique<tcp::acceptor>(io_);
-    acceptor->open(endpoint.protocol());
-    acceptor->set_option(tcp::acceptor::reuse_address(true));
-    acceptor->bind(endpoint, ec);
-    if (ec) {
-      throw std::runtime_error("cannot listen on " + ToString(endpoint) + ": " + ec.message());
-    }
-    acceptor->listen(kListenBacklog);
-    spdlog::info("listening on {}", ToString(acceptor->local_endpoint()));
-    acceptors_.push_back(std::move(acceptor));
-  }
-  spdlog::info("upstream {}:{} ({})", up.host, up.port, config::ToString(config_.upstream.tls));
-  for (auto& acceptor : acceptors_) {
-    asio::co_spawn(io_, Accept(*acceptor), asio::detached);
+  ResolveUpstream();
+  for (const auto& listener : config_.listeners) Listen(listener);
+  const auto& up = config_.upstream;
+  spdlog::info("upstream {}:{} tls={}{}", up.address.host, up.address.port,
+               config::ToString(up.tls),
+               up.tls != config::TlsMode::kNone && !up.verify ? " (certificate NOT verified)" : "");
+  for (auto& listening : listening_) {
+    asio::co_spawn(io_, Accept(*listening), asio::detached);
   }
 }
 
-asio::awaitable<void> Server::Accept(tcp::acceptor& acceptor) {
+void Server::ResolveUpstream() {
+  // The upstream is resolved once, at start-up, like nginx's proxy_pass without a
+  // resolver: a name that doesn't resolve stops start-up instead of failing each client.
+  const auto& up = config_.upstream;
+  tcp::resolver resolver(io_);
+  error_code ec;
+  auto results = resolver.resolve(up.address.host, std::to_string(up.address.port), ec);
+  if (ec) {
+    throw std::runtime_error("upstream " + up.address.host + ": cannot resolve: " + ec.message());
+  }
+  for (const auto& entry : results) upstream_.endpoints.push_back(entry.endpoint());
+  if (up.tls != config::TlsMode::kNone) {
+    upstream_tls_ = MakeClientContext(up);
+    upstream_.tls = upstream_tls_.get();
+    upstream_.server_name = up.server_name.empty() ? up.address.host : up.server_name;
+  }
+}
+
+void Server::Listen(const config::Listener& listener) {
+  auto listening = std::make_unique<Listening>();
+  if (listener.tls != config::TlsMode::kNone) listening->tls = MakeServerContext(listener);
+  listening->context = ListenerContext{&listener, listening->tls.get(),
+                                       [this](const asio::ip::address& a) { return IsTrusted(a); }};
+
+  error_code ec;
+  auto address = asio::ip::make_address(listener.address.host, ec);
+  if (ec) {
+    throw std::runtime_error("listen address " + listener.address.host + ": " + ec.message());
+  }
+  tcp::endpoint endpoint(address, listener.address.port);
+  auto acceptor = std::make_unique<tcp::acceptor>(io_);
+  acceptor->open(endpoint.protocol());
+  acceptor->set_option(tcp::acceptor::reuse_address(true));
+  acceptor->bind(endpoint, ec);
+  if (ec) throw std::runtime_error("cannot listen on " + ToString(endpoint) + ": " + ec.message());
+  acceptor->listen(kListenBacklog);
+  spdlog::info("listening on {} tls={}", ToString(acceptor->local_endpoint()),
+               config::ToString(listener.tls));
+  if (listener.tls == config::TlsMode::kNone && !address.is_loopback()) {
+    spdlog::warn("listener {} is plaintext only: passwords cross the network in the clear",
+                 ToString(acceptor->local_endpoint()));
+  }
+  listening->acceptor = std::move(acceptor);
+  listening_.push_back(std::move(listening));
+}
+
+bool Server::IsTrusted(const asio::ip::address& address) const {
+  if (address.is_v6() && address.to_v6().is_v4_mapped()) {
+    return IsTrusted(asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6()));
+  }
+  if (address.is_v4()) {
+    auto host = asio::ip::network_v4(address.to_v4(), 32);
+    for (const auto& net : trusted_v4_) {
+      if (host == net || host.is_subnet_of(net)) return true;
+    }
+    return false;
+  }
+  auto host = asio::ip::network_v6(address.to_v6(), 128);
+  for (const auto& net : trusted_v6_) {
+    if (host == net || host.is_subnet_of(net)) return true;
+  }
+  return false;
+}
+
+asio::awaitable<void> Server::Accept(Listening& listening) {
+  tcp::acceptor& acceptor = *listening.acceptor;
   while (!stopping_) {
     error_code ec;
     // Each session gets its own strand: its coroutines never run concurrently.
@@ -107,7 +152,8 @@ asio::awaitable<void> Server::Accept(tcp::acceptor& acceptor) {
       continue;
     }
     auto id = next_id_++;
-    auto session = std::make_shared<Session>(std::move(socket), upstream_, config_, registry_, id);
+    auto session = std::make_shared<Session>(std::move(socket), listening.context, upstream_,
+                                             config_, registry_, id);
     registry_.Add(id, session);
     session->Start();
   }
@@ -124,9 +170,9 @@ asio::awaitable<void> Server::Refuse(tcp::socket socket) {
 
 void Server::Shutdown(std::function<void()> done) {
   if (stopping_.exchange(true)) return;
-  for (auto& acceptor : acceptors_) {
+  for (auto& listening : listening_) {
     error_code ignored;
-    acceptor->close(ignored);
+    listening->acceptor->close(ignored);
   }
   spdlog::info("shutting down: {} session(s) may finish within {}s", registry_.size(),
                config_.timeouts.drain.count());

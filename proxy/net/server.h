@@ -11,6 +11,8 @@
 
 #include "config/config.h"
 #include "net/asio.h"
+#include "net/session.h"
+#include "net/tls.h"
 
 namespace popgate::net {
 
@@ -44,14 +46,26 @@ class Server {
   std::size_t active_sessions() const { return registry_.size(); }
 
  private:
-  asio::awaitable<void> Accept(tcp::acceptor& acceptor);
+  struct Listening {
+    std::unique_ptr<tcp::acceptor> acceptor;
+    std::unique_ptr<ssl::context> tls;
+    ListenerContext context;
+  };
+
+  void ResolveUpstream();
+  void Listen(const config::Listener& listener);
+  bool IsTrusted(const asio::ip::address& address) const;
+  asio::awaitable<void> Accept(Listening& listening);
   asio::awaitable<void> Refuse(tcp::socket socket);
   asio::awaitable<void> Drain(std::function<void()> done);
 
   asio::io_context& io_;
   const config::Config& config_;
-  std::vector<tcp::endpoint> upstream_;
-  std::vector<std::unique_ptr<tcp::acceptor>> acceptors_;
+  UpstreamContext upstream_;
+  std::unique_ptr<ssl::context> upstream_tls_;
+  std::vector<std::unique_ptr<Listening>> listening_;
+  std::vector<asio::ip::network_v4> trusted_v4_;
+  std::vector<asio::ip::network_v6> trusted_v6_;
   SessionRegistry registry_;
   std::atomic<std::uint64_t> next_id_{1};
   std::atomic<bool> stopping_{false};

@@ -8,6 +8,7 @@
 #include "net/log_text.h"
 #include "net/server.h"
 #include "pop3/capa.h"
+#include "pop3/command.h"
 #include "pop3/multiline.h"
 #include "pop3/response.h"
 #include "pop3/sasl.h"
@@ -27,6 +28,17 @@ constexpr const char* kUpstreamClosed = "-ERR [SYS/TEMP] Upstream server closed 
 constexpr const char* kIdleReply = "-ERR Disconnected for inactivity\r\n";
 constexpr const char* kLineTooLong = "-ERR Line too long\r\n";
 constexpr const char* kStlsUnavailable = "-ERR STLS not available\r\n";
+constexpr const char* kStlsActive = "-ERR Already using TLS\r\n";
+constexpr const char* kStlsGo = "+OK Begin TLS negotiation now\r\n";
+constexpr const char* kUpstreamTlsFailed = "-ERR [SYS/TEMP] Upstream TLS failed\r\n";
+// Dovecot's wording for disable_plaintext_auth, which clients already know.
+constexpr const char* kPlaintextRefused =
+    "-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.\r\n";
+constexpr const char* kApopUnavailable = "-ERR APOP not available\r\n";
+constexpr const char* kUserFirst = "-ERR No username given\r\n";
+
+// A TLS handshake has this long; a client that stalls in it is dropped.
+constexpr std::chrono::seconds kHandshakeTimeout{30};
 
 // A client that pipelines more than this many commands waits for answers before popgate
 // reads more from it, so one client cannot make popgate queue without bound.
@@ -37,13 +49,6 @@ constexpr std::size_t kWriteChunk = 64 * 1024;
 constexpr std::size_t kMaxCapa = 64 * 1024;
 // Idle sessions give back large buffers (HAZARDS.md: memory per idle session).
 constexpr std::size_t kKeepCapacity = 4096;
-
-// Every session on an I/O thread reads into this buffer, then copies only what it must
-// keep: an idle session holds no read buffer at all.
-std::span<char> ReadBuffer() {
-  thread_local std::array<char, 64 * 1024> buffer;
-  return buffer;
-}
 
 void ShrinkIfLarge(std::string& s) {
   if (s.capacity() > kKeepCapacity) {
@@ -89,6 +94,10 @@ const char* ToString(EndReason reason) {
       return "upstream-invalid";
     case EndReason::kUpstreamUnavailable:
       return "upstream-unavailable";
+    case EndReason::kUpstreamTls:
+      return "upstream-tls";
+    case EndReason::kClientTls:
+      return "client-tls";
     case EndReason::kStopped:
       return "stopped";
     case EndReason::kClientError:
@@ -97,11 +106,13 @@ const char* ToString(EndReason reason) {
   return "?";
 }
 
-Session::Session(tcp::socket client, std::vector<tcp::endpoint> upstream,
-                 const config::Config& config, SessionRegistry& registry, std::uint64_t id)
+Session::Session(tcp::socket client, const ListenerContext& listener,
+                 const UpstreamContext& upstream, const config::Config& config,
+                 SessionRegistry& registry, std::uint64_t id)
     : client_(std::move(client)),
-      upstream_(client_.get_executor()),
-      upstream_endpoints_(std::move(upstream)),
+      upstream_(tcp::socket(client_.get_executor())),
+      listener_(listener),
+      upstream_context_(upstream),
       config_(config),
       registry_(registry),
       id_(id),
@@ -111,7 +122,10 @@ Session::Session(tcp::socket client, std::vector<tcp::endpoint> upstream,
       upstream_lines_(config.limits.max_upstream_line),
       notify_(client_.get_executor()),
       watchdog_timer_(client_.get_executor()) {
-  client_address_ = Endpoint(client_);
+  client_address_ = Endpoint(client_.socket());
+  error_code ec;
+  auto peer = client_.socket().remote_endpoint(ec);
+  client_trusted_ = !ec && listener_.trusted && listener_.trusted(peer.address());
 }
 
 Session::~Session() {
@@ -137,11 +151,10 @@ void Session::End(EndReason reason) {
   if (!end_reason_) end_reason_ = reason;
   if (ended_) return;
   ended_ = true;
-  error_code ignored;
   // Closing the upstream connection without QUIT leaves the mailbox as it was: the
   // server deletes nothing (RFC 1939 §6).
-  upstream_.close(ignored);
-  client_.close(ignored);
+  upstream_.Close();
+  client_.Close();
   notify_.cancel();
   watchdog_timer_.cancel();
 }
@@ -152,13 +165,18 @@ void Session::End(EndReason reason) {
 asio::awaitable<void> Session::Run() {
   auto self = shared_from_this();
   spdlog::info("session {} start client={}", id_, client_address_);
-  error_code ignored;
-  client_.set_option(tcp::no_delay(true), ignored);
-  client_.non_blocking(true, ignored);
-
   asio::co_spawn(
       client_.get_executor(), [self]() { return self->Watchdog(); }, asio::detached);
 
+  // Implicit TLS: nothing before the handshake is protocol, and the upstream is not
+  // contacted for a client that cannot complete one.
+  // GCC 12 miscompiles some coroutines (GCC PR 106188): no co_await inside && or ||, and
+  // braces around every co_return or co_await in an if.
+  if (listener_.listener->tls == config::TlsMode::kImplicit) {
+    if (!co_await StartClientTls()) {
+      co_return;
+    }
+  }
   if (!co_await ConnectUpstream()) {
     co_await WriteClient(end_reason_ == EndReason::kUpstreamTimeout ? kUpstreamTimedOut
                                                                     : kUpstreamUnavailable);
@@ -169,14 +187,27 @@ asio::awaitable<void> Session::Run() {
   // Transparent mode: the greeting goes to the client unchanged, so its APOP
   // timestamp is the upstream's own (RFC 1939 §7).
   auto greeting = co_await ReadUpstreamLine();
-  if (!greeting) co_return;
+  if (!greeting) {
+    co_return;
+  }
   if (!pop3::IsValidGreeting(*greeting)) {
     spdlog::warn("session {} upstream greeting refused: {}", id_, LogSafe(*greeting));
     co_await WriteClient(kUpstreamUnavailable);
     End(EndReason::kUpstreamInvalid);
     co_return;
   }
-  if (!co_await WriteClient(*greeting + "\r\n")) co_return;
+  if (config_.upstream.tls == config::TlsMode::kStartTls) {
+    if (!co_await NegotiateUpstreamStls()) {
+      co_return;
+    }
+    // That greeting came over plaintext: an attacker could have chosen its APOP
+    // timestamp (CVE-2007-1558), so it is not passed on, and APOP is not offered.
+    greeting = pop3::StripApopTimestamp(*greeting);
+    upstream_via_stls_ = true;
+  }
+  if (!co_await WriteClient(*greeting + "\r\n")) {
+    co_return;
+  }
   SetClientDeadline(Clock::now() + config_.timeouts.idle);
 
   asio::co_spawn(
@@ -202,7 +233,7 @@ asio::awaitable<void> Session::Run() {
 asio::awaitable<bool> Session::ConnectUpstream() {
   SetUpstreamDeadline(Clock::now() + config_.timeouts.upstream);
   error_code ec;
-  co_await asio::async_connect(upstream_, upstream_endpoints_, Capture(ec));
+  co_await asio::async_connect(upstream_.socket(), upstream_context_.endpoints, Capture(ec));
   SetUpstreamDeadline(Clock::time_point::max());
   if (ec) {
     if (!end_reason_) {
@@ -212,10 +243,148 @@ asio::awaitable<bool> Session::ConnectUpstream() {
     }
     co_return false;
   }
-  error_code ignored;
-  upstream_.set_option(tcp::no_delay(true), ignored);
-  upstream_.non_blocking(true, ignored);
+  upstream_.ApplySocketOptions();
+  if (config_.upstream.tls == config::TlsMode::kImplicit)
+    co_return co_await StartUpstreamTls(false);
   co_return true;
+}
+
+// ---------------------------------------------------------------------------
+// TLS.
+
+asio::awaitable<bool> Session::StartClientTls() {
+  SetClientDeadline(Clock::now() + kHandshakeTimeout);
+  error_code ec;
+  std::string failure;
+  co_await client_.Handshake(*listener_.tls, ssl::stream_base::server, "", false, ec, failure);
+  SetClientDeadline(Clock::time_point::max());
+  if (ec) {
+    spdlog::info("session {} client TLS handshake failed: {}", id_, LogSafe(failure));
+    End(EndReason::kClientTls);
+    co_return false;
+  }
+  co_return true;
+}
+
+asio::awaitable<bool> Session::StartUpstreamTls(bool after_stls) {
+  if (!config_.upstream.verify) {
+    spdlog::warn("session {} upstream certificate NOT verified (--upstream-insecure)", id_);
+  }
+  SetUpstreamDeadline(Clock::now() + config_.timeouts.upstream);
+  error_code ec;
+  std::string failure;
+  co_await upstream_.Handshake(*upstream_context_.tls, ssl::stream_base::client,
+                               upstream_context_.server_name, config_.upstream.verify, ec, failure);
+  SetUpstreamDeadline(Clock::time_point::max());
+  if (ec) {
+    spdlog::warn("session {} upstream TLS{} failed: {}", id_, after_stls ? " (STLS)" : "",
+                 LogSafe(failure));
+    if (end_reason_ != EndReason::kUpstreamTimeout) end_reason_ = EndReason::kUpstreamTls;
+    co_return false;
+  }
+  co_return true;
+}
+
+// RFC 2595 §4 on the upstream leg: CAPA must list STLS, STLS must get +OK and nothing
+// after it, then the handshake. Any failure ends the session: configured TLS is never
+// skipped for plaintext.
+asio::awaitable<bool> Session::NegotiateUpstreamStls() {
+  auto fail = [this](const std::string& why) -> asio::awaitable<bool> {
+    spdlog::warn("session {} upstream STLS failed: {}", id_, LogSafe(why));
+    co_await FailUpstream(EndReason::kUpstreamTls, kUpstreamTlsFailed);
+    co_return false;
+  };
+  upstream_out_ = "CAPA\r\n";
+  if (!co_await FlushUpstream()) {
+    co_return false;
+  }
+  auto status = co_await ReadUpstreamLine();
+  if (!status) {
+    co_return false;
+  }
+  std::optional<std::string> capa;
+  if (pop3::ClassifyStatus(*status) == pop3::Status::kOk) {
+    capa = co_await ReadUpstreamContent(kMaxCapa);
+    if (!capa) {
+      co_return false;
+    }
+  }
+  if (!capa || !pop3::Capabilities::Parse(*capa).Has("STLS")) {
+    co_return co_await fail("the upstream does not offer STLS");
+  }
+  upstream_out_ = "STLS\r\n";
+  if (!co_await FlushUpstream()) {
+    co_return false;
+  }
+  auto answer = co_await ReadUpstreamLine();
+  if (!answer) {
+    co_return false;
+  }
+  if (pop3::ClassifyStatus(*answer) != pop3::Status::kOk) {
+    co_return co_await fail("STLS refused: " + *answer);
+  }
+  if (!upstream_in_.empty()) {
+    // Bytes after the +OK would be read as if they came over TLS: response injection.
+    co_return co_await fail("data after the STLS answer (injection attempt?)");
+  }
+  if (!co_await StartUpstreamTls(true)) {
+    co_await FailUpstream(EndReason::kUpstreamTls, kUpstreamTlsFailed);
+    co_return false;
+  }
+  co_return true;
+}
+
+asio::awaitable<std::optional<std::string>> Session::ReadUpstreamContent(std::size_t limit) {
+  pop3::MultiLineDecoder decoder;
+  std::string content;
+  auto progress = decoder.Feed(upstream_in_, content);
+  upstream_in_.erase(0, progress.consumed);
+  while (!progress.done) {
+    if (content.size() > limit) {
+      co_await FailUpstream(EndReason::kUpstreamInvalid, kUpstreamInvalid);
+      co_return std::nullopt;
+    }
+    SetUpstreamDeadline(Clock::now() + config_.timeouts.upstream);
+    error_code ec;
+    std::string_view chunk = co_await upstream_.ReadSome(ec);
+    SetUpstreamDeadline(Clock::time_point::max());
+    if (ec) {
+      bool timed_out = end_reason_ == EndReason::kUpstreamTimeout;
+      co_await FailUpstream(timed_out ? EndReason::kUpstreamTimeout : EndReason::kUpstreamClosed,
+                            timed_out ? kUpstreamTimedOut : kUpstreamClosed);
+      co_return std::nullopt;
+    }
+    progress = decoder.Feed(chunk, content);
+    if (progress.done) upstream_in_.append(chunk.substr(progress.consumed));
+  }
+  co_return content;
+}
+
+const char* Session::LoginRefusal(const pop3::Command& command) const {
+  switch (command.verb) {
+    case Verb::kUser:
+    case Verb::kPass:
+    case Verb::kApop:
+    case Verb::kAuth:
+      break;
+    default:
+      return nullptr;
+  }
+  if (!LoginAllowed()) return kPlaintextRefused;
+  if (command.verb == Verb::kApop && upstream_via_stls_) return kApopUnavailable;
+  if (command.verb == Verb::kPass && tls_restarted_ && !user_given_) {
+    // The upstream may still hold a USER sent before STLS; after STLS the client must
+    // name itself again (RFC 2595 §4: forget what came before TLS).
+    return kUserFirst;
+  }
+  return nullptr;
+}
+
+bool Session::LoginAllowed() const {
+  // Like Dovecot's disable_plaintext_auth: where TLS is on offer, credentials wait
+  // for it, unless the client is on a trusted network. A plaintext-only listener is
+  // the admin's explicit choice (warned about at start-up).
+  return listener_.listener->tls == config::TlsMode::kNone || client_.is_tls() || client_trusted_;
 }
 
 // ---------------------------------------------------------------------------
@@ -246,13 +415,11 @@ asio::awaitable<void> Session::Watchdog() {
       upstream_deadline_ = Clock::time_point::max();
       spdlog::warn("session {} upstream timed out after {}s", id_,
                    config_.timeouts.upstream.count());
-      error_code ignored;
-      upstream_.close(ignored);
+      upstream_.Close();
     } else if (client_deadline_ <= now) {
       end_reason_ = EndReason::kIdleTimeout;
       client_deadline_ = Clock::time_point::max();
-      error_code ignored;
-      client_.cancel(ignored);
+      client_.Cancel();
     }
   }
 }
@@ -268,31 +435,19 @@ asio::awaitable<void> Session::WaitForNotify() {
 // ---------------------------------------------------------------------------
 // I/O helpers.
 
-asio::awaitable<std::string_view> Session::ReadSome(tcp::socket& socket, error_code& ec) {
-  // Wait for readability first, then read into the thread's buffer: no per-session
-  // buffer is held while waiting.
-  for (;;) {
-    co_await socket.async_wait(tcp::socket::wait_read, Capture(ec));
-    if (ec) co_return std::string_view{};
-    std::span<char> buffer = ReadBuffer();
-    std::size_t n = socket.read_some(asio::buffer(buffer.data(), buffer.size()), ec);
-    if (ec == asio::error::would_block || ec == asio::error::try_again) continue;
-    if (ec) co_return std::string_view{};
-    co_return std::string_view(buffer.data(), n);
-  }
-}
-
-asio::awaitable<std::size_t> Session::ReadAvailable(tcp::socket& socket, std::string& into,
+asio::awaitable<std::size_t> Session::ReadAvailable(Stream& stream, std::string& into,
                                                     error_code& ec) {
-  std::string_view data = co_await ReadSome(socket, ec);
+  std::string_view data = co_await stream.ReadSome(ec);
   into.append(data);
   co_return data.size();
 }
 
 asio::awaitable<bool> Session::WriteClient(const std::string& bytes) {
-  if (ended_) co_return false;
+  if (ended_) {
+    co_return false;
+  }
   error_code ec;
-  co_await asio::async_write(client_, asio::buffer(bytes), Capture(ec));
+  co_await client_.Write(bytes, ec);
   if (ec) {
     End(EndReason::kClientClosed);
     co_return false;
@@ -309,10 +464,16 @@ asio::awaitable<std::optional<pop3::LineReader::Line>> Session::ReadClientLine()
     std::optional<pop3::LineReader::Line> line;
     std::size_t used = client_lines_.Feed(client_in_, line);
     client_in_.erase(0, used);
-    if (line) co_return line;
+    if (line) {
+      co_return line;
+    }
 
     // Nothing complete buffered: send what has been gathered before waiting.
-    if (!upstream_out_.empty() && !co_await FlushUpstream()) co_return std::nullopt;
+    if (!upstream_out_.empty()) {
+      if (!co_await FlushUpstream()) {
+        co_return std::nullopt;
+      }
+    }
     ShrinkIfLarge(client_in_);
     error_code ec;
     std::size_t n = co_await ReadAvailable(client_, client_in_, ec);
@@ -325,7 +486,9 @@ asio::awaitable<std::optional<pop3::LineReader::Line>> Session::ReadClientLine()
       if (ec == asio::error::eof) {
         // A client that half-closes after its last command (`printf ... | nc`) still
         // gets the answers to what it sent. No QUIT follows, so nothing is deleted.
-        while (!pending_.empty() && !ended_) co_await WaitForNotify();
+        while (!pending_.empty() && !ended_) {
+          co_await WaitForNotify();
+        }
       }
       End(EndReason::kClientClosed);
       co_return std::nullopt;
@@ -338,19 +501,29 @@ asio::awaitable<void> Session::ReadCommands() {
   auto self = shared_from_this();
   while (!ended_) {
     if (pending_.size() >= kMaxPending) {
-      if (!co_await FlushUpstream()) co_return;
-      while (pending_.size() >= kMaxPending && !ended_) co_await WaitForNotify();
+      if (!co_await FlushUpstream()) {
+        co_return;
+      }
+      while (pending_.size() >= kMaxPending && !ended_) {
+        co_await WaitForNotify();
+      }
       continue;
     }
     if (pending_.empty()) SetClientDeadline(Clock::now() + config_.timeouts.idle);
     auto line = co_await ReadClientLine();
-    if (!line) co_return;
+    if (!line) {
+      co_return;
+    }
     SetClientDeadline(Clock::time_point::max());
     if (line->kind == pop3::LineReader::Kind::kTooLong) {
-      if (!co_await ReplyToClient(kLineTooLong)) co_return;
+      if (!co_await ReplyToClient(kLineTooLong)) {
+        co_return;
+      }
       continue;
     }
-    if (!co_await HandleClientLine(std::move(line->text))) co_return;
+    if (!co_await HandleClientLine(std::move(line->text))) {
+      co_return;
+    }
   }
 }
 
@@ -373,19 +546,61 @@ asio::awaitable<bool> Session::HandleClientLine(std::string line) {
     co_return co_await ReplyToClient(pop3::WrongStateReply(command, state_));
   }
   if (command.verb == Verb::kStls) {
-    // Relaying STLS would blind the proxy; popgate's own TLS is a separate feature.
-    co_return co_await ReplyToClient(kStlsUnavailable);
+    // STLS is popgate's own, never relayed (that would blind the proxy).
+    if (client_.is_tls()) {
+      co_return co_await ReplyToClient(kStlsActive);
+    }
+    if (listener_.listener->tls != config::TlsMode::kStartTls) {
+      co_return co_await ReplyToClient(kStlsUnavailable);
+    }
+    spdlog::debug("before stls");
+    bool started = co_await StartClientStls();
+    spdlog::debug("after stls");
+    co_return started;
+  }
+  if (const char* refusal = LoginRefusal(command)) {
+    co_return co_await ReplyToClient(refusal);
   }
 
   Verb verb = command.verb;
   bool barrier = IsBarrier(command);
   Forward(std::move(command));
   if (barrier) {
-    if (!co_await FlushUpstream()) co_return false;
-    if (!co_await WaitUntilAnswered()) co_return false;
-    if (verb == Verb::kQuit) co_return false;
+    if (!co_await FlushUpstream()) {
+      co_return false;
+    }
+    if (!co_await WaitUntilAnswered()) {
+      co_return false;
+    }
+    if (verb == Verb::kQuit) {
+      co_return false;
+    }
   }
   co_return true;
+}
+
+// RFC 2595 §4 on the client leg. Everything the client sent after STLS and before the
+// handshake is thrown away (a "STLS\r\nCAPA\r\n" in one segment gets no CAPA answer),
+// and so is what popgate learnt before TLS.
+asio::awaitable<bool> Session::StartClientStls() {
+  bool ok = co_await FlushUpstream();
+  if (ok) {
+    ok = co_await WaitUntilAnswered();
+  }
+  if (ok) {
+    ok = co_await WriteClient(kStlsGo);
+  }
+  if (!ok) {
+    co_return false;
+  }
+  client_in_.clear();
+  client_lines_.Reset();
+  ok = co_await StartClientTls();
+  if (ok) {
+    user_given_ = false;
+    tls_restarted_ = true;
+  }
+  co_return ok;
 }
 
 void Session::Forward(pop3::Command command) {
@@ -426,9 +641,11 @@ asio::awaitable<bool> Session::ReplyToClient(std::string reply) {
 }
 
 asio::awaitable<bool> Session::FlushUpstream() {
-  if (upstream_out_.empty() || ended_) co_return !ended_;
+  if (upstream_out_.empty() || ended_) {
+    co_return !ended_;
+  }
   error_code ec;
-  co_await asio::async_write(upstream_, asio::buffer(upstream_out_), Capture(ec));
+  co_await upstream_.Write(upstream_out_, ec);
   upstream_out_.clear();
   ShrinkIfLarge(upstream_out_);
   if (ec) {
@@ -448,7 +665,9 @@ asio::awaitable<bool> Session::WaitUntilAnswered() {
       continue;
     }
     auto line = co_await ReadClientLine();
-    if (!line) co_return false;
+    if (!line) {
+      co_return false;
+    }
     SetClientDeadline(Clock::time_point::max());
     sasl_turn_ = false;
     if (line->kind == pop3::LineReader::Kind::kTooLong) {
@@ -462,7 +681,9 @@ asio::awaitable<bool> Session::WaitUntilAnswered() {
       upstream_out_ = std::move(line->text) + "\r\n";
     }
     SetUpstreamDeadline(Clock::now() + config_.timeouts.upstream);
-    if (!co_await FlushUpstream()) co_return false;
+    if (!co_await FlushUpstream()) {
+      co_return false;
+    }
   }
   co_return !ended_;
 }
@@ -475,7 +696,9 @@ asio::awaitable<std::optional<std::string>> Session::ReadUpstreamLine() {
     std::optional<pop3::LineReader::Line> line;
     std::size_t used = upstream_lines_.Feed(upstream_in_, line);
     upstream_in_.erase(0, used);
-    if (line && line->kind == pop3::LineReader::Kind::kLine) co_return std::move(line->text);
+    if (line && line->kind == pop3::LineReader::Kind::kLine) {
+      co_return std::move(line->text);
+    }
     if (line) {
       spdlog::warn("session {} upstream line over {} octets", id_,
                    config_.limits.max_upstream_line);
@@ -510,7 +733,9 @@ asio::awaitable<void> Session::RelayResponses() {
   while (!ended_) {
     // popgate's own replies that were queued behind earlier responses.
     while (!pending_.empty() && !pending_.front().command) {
-      if (!co_await WriteClient(pending_.front().local_reply)) co_return;
+      if (!co_await WriteClient(pending_.front().local_reply)) {
+        co_return;
+      }
       pending_.pop_front();
       if (pending_.empty()) SetClientDeadline(Clock::now() + config_.timeouts.idle);
       Notify();
@@ -524,32 +749,45 @@ asio::awaitable<void> Session::RelayResponses() {
     if (pending_.empty()) {
       // Nothing outstanding: anything the upstream sends now is unsolicited. It is
       // never relayed: the client would take it for the answer to its next command.
+      // (Reading, not just waiting, lets TLS consume post-handshake records.)
       error_code ec;
-      co_await upstream_.async_wait(tcp::socket::wait_read, Capture(ec));
-      if (ended_) co_return;
-      if (ec) {
+      std::size_t n = co_await ReadAvailable(upstream_, upstream_in_, ec);
+      if (ended_) {
+        co_return;
+      }
+      if (n == 0) {
         // A command sent meanwhile may be waiting on this socket: its client is owed
         // an answer (the watchdog closed the socket on a timeout).
         bool timed_out = end_reason_ == EndReason::kUpstreamTimeout;
-        co_await FailUpstream(timed_out ? EndReason::kUpstreamTimeout : EndReason::kUpstreamClosed,
-                              timed_out ? kUpstreamTimedOut : kUpstreamClosed);
+        if (pending_.empty()) {
+          spdlog::info("session {} upstream closed the connection", id_);
+          End(EndReason::kUpstreamClosed);
+        } else {
+          co_await FailUpstream(
+              timed_out ? EndReason::kUpstreamTimeout : EndReason::kUpstreamClosed,
+              timed_out ? kUpstreamTimedOut : kUpstreamClosed);
+        }
         co_return;
       }
-      if (!pending_.empty()) continue;  // the answer to a command just sent
-      std::size_t available = upstream_.available(ec);
-      spdlog::warn("session {} upstream {} while no command was outstanding", id_,
-                   available > 0 ? "sent unsolicited data" : "closed the connection");
-      End(available > 0 ? EndReason::kUpstreamInvalid : EndReason::kUpstreamClosed);
-      co_return;
+      if (pending_.empty()) {
+        spdlog::warn("session {} upstream sent unsolicited data", id_);
+        End(EndReason::kUpstreamInvalid);
+        co_return;
+      }
+      continue;  // the start of the answer to a command just sent
     }
 
     auto status_line = co_await ReadUpstreamLine();
-    if (!status_line) co_return;
+    if (!status_line) {
+      co_return;
+    }
     const pop3::Command command = *pending_.front().command;
     pop3::Status status = pop3::ClassifyStatus(*status_line);
 
     if (status == pop3::Status::kContinuation && command.verb == Verb::kAuth) {
-      if (!co_await WriteClient(*status_line + "\r\n")) co_return;
+      if (!co_await WriteClient(*status_line + "\r\n")) {
+        co_return;
+      }
       sasl_turn_ = true;
       SetClientDeadline(Clock::now() + config_.timeouts.idle);
       Notify();
@@ -564,18 +802,24 @@ asio::awaitable<void> Session::RelayResponses() {
 
     bool ok = status == pop3::Status::kOk;
     if (ok && command.MultiLineIfOk()) {
-      if (!co_await RelayMultiLine(command, std::move(*status_line))) co_return;
+      if (!co_await RelayMultiLine(command, std::move(*status_line))) {
+        co_return;
+      }
     } else {
       // -ERR is always a single line (RFC 1939 §3); response codes such as [IN-USE]
       // and [LOGIN-DELAY] pass through unchanged.
-      if (!co_await WriteClient(*status_line + "\r\n")) co_return;
+      if (!co_await WriteClient(*status_line + "\r\n")) {
+        co_return;
+      }
     }
     OnAnswered(command, ok);
     sasl_turn_ = false;
     responding_ = false;
     pending_.pop_front();
     if (pending_.empty()) {
+      // Nothing owed either way: the client's idle clock runs, the upstream's stops.
       SetClientDeadline(Clock::now() + config_.timeouts.idle);
+      SetUpstreamDeadline(Clock::time_point::max());
       ShrinkIfLarge(upstream_in_);
     }
     Notify();
@@ -587,7 +831,10 @@ asio::awaitable<void> Session::RelayResponses() {
 }
 
 void Session::OnAnswered(const pop3::Command& command, bool ok) {
-  if (command.verb == Verb::kUser && ok) user_ = pending_user_;
+  if (command.verb == Verb::kUser && ok) {
+    user_ = pending_user_;
+    user_given_ = true;
+  }
   if (!LogsIn(command)) return;
   if (command.verb == Verb::kApop) pending_user_ = command.args[0];
   if (command.verb != Verb::kPass) user_ = pending_user_;
@@ -620,12 +867,14 @@ asio::awaitable<bool> Session::RelayMultiLine(const pop3::Command& command,
     }
     if (!is_capa && client_out_.size() >= kWriteChunk) {
       responding_ = true;
-      if (!co_await WriteClient(client_out_)) co_return false;
+      if (!co_await WriteClient(client_out_)) {
+        co_return false;
+      }
       client_out_.clear();
     }
     SetUpstreamDeadline(Clock::now() + config_.timeouts.upstream);
     error_code ec;
-    std::string_view chunk = co_await ReadSome(upstream_, ec);
+    std::string_view chunk = co_await upstream_.ReadSome(ec);
     SetUpstreamDeadline(Clock::time_point::max());
     if (ec) {
       bool timed_out = end_reason_ == EndReason::kUpstreamTimeout;
@@ -641,7 +890,10 @@ asio::awaitable<bool> Session::RelayMultiLine(const pop3::Command& command,
 
   if (is_capa) {
     auto capabilities = pop3::Capabilities::Parse(capa);
-    capabilities.Rewrite(pop3::CapaPolicy{});
+    pop3::CapaPolicy policy;
+    policy.offer_stls = listener_.listener->tls == config::TlsMode::kStartTls && !client_.is_tls();
+    policy.hide_logins = !LoginAllowed();
+    capabilities.Rewrite(policy);
     pop3::StuffLines(capabilities.Serialize(), client_out_);
   }
   client_out_ += pop3::kTerminator;

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -22,12 +23,28 @@
 
 #include "config/config.h"
 #include "net/asio.h"
+#include "net/stream.h"
 #include "pop3/command.h"
 #include "pop3/line_reader.h"
 
 namespace popgate::net {
 
 class SessionRegistry;
+
+// What a session needs of its listener, shared by all the listener's sessions.
+struct ListenerContext {
+  const config::Listener* listener;
+  ssl::context* tls = nullptr;  // set when the listener does TLS (implicit or STLS)
+  // Whether a client address may log in without TLS (Dovecot's login_trusted_networks).
+  std::function<bool(const asio::ip::address&)> trusted;
+};
+
+// What a session needs of the upstream, shared by all sessions.
+struct UpstreamContext {
+  std::vector<tcp::endpoint> endpoints;  // resolved once at start-up
+  ssl::context* tls = nullptr;           // set when the upstream leg is TLS
+  std::string server_name;               // SNI and the name the certificate must carry
+};
 
 // Why a session ended; logged in its closing line.
 enum class EndReason {
@@ -38,7 +55,9 @@ enum class EndReason {
   kUpstreamClosed,   // the upstream closed or failed
   kUpstreamInvalid,  // the upstream broke the protocol (garbage, overlong or unsolicited lines)
   kUpstreamUnavailable,
-  kStopped,  // popgate is shutting down
+  kUpstreamTls,  // the upstream TLS handshake or STLS failed; never a plaintext fallback
+  kClientTls,    // the client's TLS handshake failed
+  kStopped,      // popgate is shutting down
   kClientError,
 };
 
@@ -48,8 +67,8 @@ class Session : public std::enable_shared_from_this<Session> {
  public:
   using Clock = std::chrono::steady_clock;
 
-  Session(tcp::socket client, std::vector<tcp::endpoint> upstream, const config::Config& config,
-          SessionRegistry& registry, std::uint64_t id);
+  Session(tcp::socket client, const ListenerContext& listener, const UpstreamContext& upstream,
+          const config::Config& config, SessionRegistry& registry, std::uint64_t id);
   ~Session();
 
   Session(const Session&) = delete;
@@ -72,6 +91,13 @@ class Session : public std::enable_shared_from_this<Session> {
 
   asio::awaitable<void> Run();
   asio::awaitable<bool> ConnectUpstream();
+  asio::awaitable<bool> StartUpstreamTls(bool after_stls);
+  asio::awaitable<bool> NegotiateUpstreamStls();
+  asio::awaitable<bool> StartClientTls();
+  asio::awaitable<bool> StartClientStls();
+  bool LoginAllowed() const;
+  // The -ERR line for a login command this session must refuse, or nullptr.
+  const char* LoginRefusal(const pop3::Command& command) const;
   asio::awaitable<void> ReadCommands();
   asio::awaitable<void> RelayResponses();
   asio::awaitable<void> Watchdog();
@@ -86,17 +112,14 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // Upstream side.
   asio::awaitable<std::optional<std::string>> ReadUpstreamLine();
+  asio::awaitable<std::optional<std::string>> ReadUpstreamContent(std::size_t limit);
   asio::awaitable<bool> RelayMultiLine(const pop3::Command& command, std::string status_line);
   asio::awaitable<bool> WriteClient(const std::string& bytes);
   void OnAnswered(const pop3::Command& command, bool ok);
   asio::awaitable<void> FailUpstream(EndReason reason, const char* reply);
 
-  // Waits until `socket` is readable, then reads what is there into the I/O thread's
-  // buffer. The view is valid until the next co_await. Empty on end of stream or error.
-  asio::awaitable<std::string_view> ReadSome(tcp::socket& socket, error_code& ec);
-  // ReadSome, appended to `into`. Returns the number of bytes, 0 on end or error.
-  asio::awaitable<std::size_t> ReadAvailable(tcp::socket& socket, std::string& into,
-                                             error_code& ec);
+  // Reads what `stream` has, appended to `into`. Returns the byte count, 0 on end or error.
+  asio::awaitable<std::size_t> ReadAvailable(Stream& stream, std::string& into, error_code& ec);
 
   void SetClientDeadline(Clock::time_point when);
   void SetUpstreamDeadline(Clock::time_point when);
@@ -104,9 +127,10 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<void> WaitForNotify();
   void End(EndReason reason);
 
-  tcp::socket client_;
-  tcp::socket upstream_;
-  std::vector<tcp::endpoint> upstream_endpoints_;
+  Stream client_;
+  Stream upstream_;
+  const ListenerContext& listener_;
+  const UpstreamContext& upstream_context_;
   const config::Config& config_;
   SessionRegistry& registry_;
   const std::uint64_t id_;
@@ -116,6 +140,10 @@ class Session : public std::enable_shared_from_this<Session> {
   bool sasl_turn_ = false;   // the upstream sent an AUTH challenge: next client line is SASL
   bool responding_ = false;  // RelayResponses has begun writing the front response
   bool ended_ = false;
+  bool client_trusted_ = false;  // from a trusted network: may log in without TLS
+  bool upstream_via_stls_ = false;
+  bool user_given_ = false;     // a USER was accepted since the session began or since STLS
+  bool tls_restarted_ = false;  // the client did STLS
   std::optional<EndReason> end_reason_;
 
   std::string client_in_;     // client bytes not yet split into lines

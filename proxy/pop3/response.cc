@@ -29,4 +29,18 @@ Status ClassifyStatus(std::string_view line) {
 
 bool IsValidGreeting(std::string_view line) { return ClassifyStatus(line) == Status::kOk; }
 
+std::string StripApopTimestamp(std::string_view greeting) {
+  std::size_t open = greeting.rfind('<');
+  if (open == std::string_view::npos) return std::string(greeting);
+  std::size_t close = greeting.find('>', open);
+  if (close == std::string_view::npos || greeting.find('@', open) > close) {
+    return std::string(greeting);
+  }
+  std::size_t start = open;
+  while (start > 0 && greeting[start - 1] == ' ') --start;
+  std::string out(greeting.substr(0, start));
+  out.append(greeting.substr(close + 1));
+  return out;
+}
+
 }  // namespace popgate::pop3

@@ -1,6 +1,7 @@
 #pragma once
 // Server status lines: "+OK ...", "-ERR ..." and SASL continuations "+ ...".
 
+#include <string>
 #include <string_view>
 
 namespace popgate::pop3 {
@@ -17,5 +18,10 @@ Status ClassifyStatus(std::string_view line);
 
 // Whether a greeting line may be relayed: "+OK" status, no control characters.
 bool IsValidGreeting(std::string_view line);
+
+// The greeting without its APOP timestamp ("<...@...>", RFC 1939 §7), for a greeting
+// that arrived over plaintext before an upstream STLS: its timestamp may be an
+// attacker's choice (CVE-2007-1558).
+std::string StripApopTimestamp(std::string_view greeting);
 
 }  // namespace popgate::pop3

@@ -602,7 +602,7 @@ TEST(ConfigFileErrors, SyntaxErrorHasLineAndColumn) {
 TEST(ConfigFileErrors, UnknownKeysNameTheirLine) {
   EXPECT_EQ(TomlError("threads = 1\nthread = 2\n"),
             "p.toml:2: thread: unknown key (expected one of: listen, upstream, plugin, threads, "
-            "log_level, timeouts, limits, pass_through_commands, quarantine)");
+            "log_level, timeouts, limits, pass_through_commands, quarantine, trusted_networks)");
   EXPECT_EQ(TomlError("[upstream]\naddress = \"h:1\"\n\nadress = \"h:2\"\n"),
             "p.toml:4: upstream.adress: unknown key (expected one of: address, tls, verify, "
             "server_name, ca_file)");
@@ -719,6 +719,46 @@ TEST(ConfigFileErrors, ControlCharactersStayOnOneLine) {
   EXPECT_EQ(TomlError("[upstream]\naddress = \"pop\\nexample\\u0001:1\"\n"),
             "p.toml:2: upstream.address: expected HOST:PORT, got \"pop\\nexample\\x01:1\"");
   EXPECT_EQ(TomlError("\"a\\nb\" = 1\n").substr(0, 23), "p.toml:1: a\\nb: unknown");
+}
+
+}  // namespace
+}  // namespace popgate::config
+
+namespace popgate::config {
+namespace {
+
+TEST(TrustedNetworks, DefaultIsLoopback) {
+  const char* argv[] = {"popgate", "--upstream", "127.0.0.1:110"};
+  Config config = Parse(3, argv);
+  EXPECT_EQ(config.trusted_networks, (std::vector<std::string>{"127.0.0.0/8", "::1/128"}));
+}
+
+TEST(TrustedNetworks, FlagsAndFile) {
+  const char* argv[] = {"popgate",    "--upstream",        "127.0.0.1:110", "--trusted-network",
+                        "10.0.0.0/8", "--trusted-network", "192.0.2.7"};
+  EXPECT_EQ(Parse(7, argv).trusted_networks,
+            (std::vector<std::string>{"10.0.0.0/8", "192.0.2.7/32"}));
+  Config config = ParseToml(
+      "trusted_networks = [\"127.0.0.1/32\", \"fd00::/8\"]\n[upstream]\naddress = \"h:110\"\n",
+      "p.toml");
+  EXPECT_EQ(config.trusted_networks, (std::vector<std::string>{"127.0.0.1/32", "fd00::/8"}));
+}
+
+TEST(TrustedNetworks, BadNetworksNameTheirPlace) {
+  try {
+    ParseToml("trusted_networks = [\"10.0.0.0/33\"]\n[upstream]\naddress = \"h:110\"\n", "p.toml");
+    FAIL() << "accepted a /33";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("p.toml:1: trusted_networks"), std::string::npos)
+        << e.what();
+  }
+  const char* argv[] = {"popgate", "--upstream", "127.0.0.1:110", "--trusted-network", "nope"};
+  try {
+    Parse(5, argv);
+    FAIL() << "accepted nope";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("--trusted-network"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

@@ -36,5 +36,13 @@ TEST(ResponseTest, Greetings) {
   EXPECT_FALSE(IsValidGreeting(std::string_view("+OK\0", 4)));
 }
 
+TEST(ResponseTest, StripsTheApopTimestamp) {
+  EXPECT_EQ(StripApopTimestamp("+OK Dovecot ready. <1896.697170952@dbc.mtview.ca.us>"),
+            "+OK Dovecot ready.");
+  EXPECT_EQ(StripApopTimestamp("+OK <1.2@host> POP3 server ready"), "+OK POP3 server ready");
+  EXPECT_EQ(StripApopTimestamp("+OK no timestamp"), "+OK no timestamp");
+  EXPECT_EQ(StripApopTimestamp("+OK a <b> c"), "+OK a <b> c");  // no @: not a timestamp
+}
+
 }  // namespace
 }  // namespace popgate::pop3
