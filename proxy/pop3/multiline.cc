@@ -1,6 +1,9 @@
 #include "pop3/multiline.h"
 
 #include <cstring>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace popgate::pop3 {
 
@@ -15,12 +18,63 @@ void MultiLineDecoder::AppendLineEnd(std::string& out) {
   last_cr_ = false;
 }
 
+namespace {
+
+// The longest prefix of [p, end) that passes through unchanged in both output modes:
+// every LF in it follows a CR (prev_cr: the byte before p was a CR) and no line in it
+// starts with ".". Stops before a bare LF, or just after an LF followed by ".".
+const char* VerbatimPrefix(const char* p, const char* end, bool prev_cr) {
+  const char* q = p;
+  auto check = [&](const char* lf) -> const char* {
+    bool cr = lf > p ? lf[-1] == '\r' : prev_cr;
+    if (!cr) return lf;
+    if (lf + 1 < end && lf[1] == '.') return lf + 1;
+    return nullptr;
+  };
+#if defined(__SSE2__)
+  const __m128i nl = _mm_set1_epi8('\n');
+  for (; end - q >= 16; q += 16) {
+    unsigned mask = static_cast<unsigned>(_mm_movemask_epi8(
+        _mm_cmpeq_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q)), nl)));
+    while (mask) {
+      const char* lf = q + __builtin_ctz(mask);
+      mask &= mask - 1;
+      if (const char* stop = check(lf)) return stop;
+    }
+  }
+#endif
+  for (; q < end; ++q) {
+    if (*q == '\n') {
+      if (const char* stop = check(q)) return stop;
+    }
+  }
+  return end;
+}
+
+}  // namespace
+
 MultiLineDecoder::Progress MultiLineDecoder::Feed(std::string_view input, std::string& out) {
   const char* p = input.data();
   const char* end = p + input.size();
   const bool stuff = output_ == Output::kStuffed;
 
   while (p < end && state_ != State::kDone) {
+    // Fast path: runs of ordinary CRLF lines are the same in and out: one copy.
+    if (state_ == State::kInLine || (state_ == State::kLineStart && *p != '.')) {
+      const char* q = VerbatimPrefix(p, end, state_ == State::kInLine && last_cr_);
+      if (q > p) {
+        out.append(p, q);
+        if (q[-1] == '\n') {
+          state_ = State::kLineStart;
+          after_crlf_ = true;
+        } else {
+          state_ = State::kInLine;
+          last_cr_ = q[-1] == '\r';
+        }
+        p = q;
+        continue;
+      }
+    }
     switch (state_) {
       case State::kLineStart:
         if (*p == '.') {
