@@ -123,8 +123,10 @@ asio::awaitable<void> Session::Run() {
     }
   }
   if (!co_await ConnectUpstream()) {
-    co_await WriteClient(end_reason_ == EndReason::kUpstreamTimeout ? kUpstreamTimedOut
-                                                                    : kUpstreamUnavailable);
+    const char* reply = end_reason_ == EndReason::kUpstreamTimeout ? kUpstreamTimedOut
+                        : end_reason_ == EndReason::kUpstreamTls   ? kUpstreamTlsFailed
+                                                                   : kUpstreamUnavailable;
+    co_await WriteClient(reply);
     End(EndReason::kUpstreamUnavailable);
     co_return;
   }
@@ -218,13 +220,13 @@ asio::awaitable<void> Session::Watchdog() {
     if (upstream_deadline_ <= now) {
       // Closing the upstream socket wakes whichever side waits on it; that side tells
       // the client, if the protocol still allows it.
-      end_reason_ = EndReason::kUpstreamTimeout;
+      if (!end_reason_) end_reason_ = EndReason::kUpstreamTimeout;
       upstream_deadline_ = Clock::time_point::max();
       spdlog::warn("session {} upstream timed out after {}s", id_,
                    config_.timeouts.upstream.count());
       upstream_.Close();
     } else if (client_deadline_ <= now) {
-      end_reason_ = EndReason::kIdleTimeout;
+      if (!end_reason_) end_reason_ = EndReason::kIdleTimeout;
       client_deadline_ = Clock::time_point::max();
       client_.Cancel();
     }

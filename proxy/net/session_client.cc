@@ -144,7 +144,11 @@ void Session::Forward(pop3::Command command) {
     spdlog::debug("session {} > {}", id_, shown);
   }
   if (pending_.empty()) SetUpstreamDeadline(Clock::now() + config_.timeouts.upstream);
-  if (command.verb == Verb::kUser) pending_user_ = command.args[0];
+  if (command.verb == Verb::kUser) {
+    pending_user_ = command.args[0];
+    // Counted when sent, so a pipelined USER/PASS after STLS is in order.
+    user_given_ = true;
+  }
   if (command.verb == Verb::kAuth && !command.args.empty()) {
     // Only to name the user in the log: PLAIN's and LOGIN's identity, nothing more.
     sasl_mechanism_ = command.args[0];

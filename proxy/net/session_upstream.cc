@@ -148,6 +148,8 @@ asio::awaitable<void> Session::RelayResponses() {
     }
     Notify();
     if (command.verb == Verb::kQuit) {
+      end_reason_ = EndReason::kQuit;
+      co_await client_.Shutdown();
       End(EndReason::kQuit);
       co_return;
     }
@@ -155,10 +157,7 @@ asio::awaitable<void> Session::RelayResponses() {
 }
 
 void Session::OnAnswered(const pop3::Command& command, bool ok) {
-  if (command.verb == Verb::kUser && ok) {
-    user_ = pending_user_;
-    user_given_ = true;
-  }
+  if (command.verb == Verb::kUser && ok) user_ = pending_user_;
   if (!LogsIn(command)) return;
   if (command.verb == Verb::kApop) pending_user_ = command.args[0];
   if (command.verb != Verb::kPass) user_ = pending_user_;

@@ -68,6 +68,18 @@ asio::awaitable<void> Stream::Handshake(ssl::context& context,
   if (ec) failure = HandshakeFailure(tls_->native_handle(), ec);
 }
 
+asio::awaitable<void> Stream::Shutdown(std::chrono::milliseconds limit) {
+  if (!tls_) co_return;
+  // The peer may never answer our close_notify: a timer closes the socket then.
+  asio::steady_timer timer(socket().get_executor(), limit);
+  timer.async_wait([this](const error_code& ec) {
+    if (!ec) Close();
+  });
+  error_code ec;
+  co_await tls_->async_shutdown(Capture(ec));
+  timer.cancel();
+}
+
 void Stream::Cancel() {
   error_code ignored;
   socket().cancel(ignored);

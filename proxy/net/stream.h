@@ -3,6 +3,7 @@
 // at once, or STLS later). The session reads and writes through this and never needs
 // to know which it is.
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -37,6 +38,10 @@ class Stream {
   asio::awaitable<void> Handshake(ssl::context& context, ssl::stream_base::handshake_type type,
                                   const std::string& peer_name, bool verify, error_code& ec,
                                   std::string& failure);
+
+  // Ends TLS with a close_notify, so the peer can tell a complete session from a cut
+  // one; waits at most `limit` for the peer's answer. Nothing to do for plain TCP.
+  asio::awaitable<void> Shutdown(std::chrono::milliseconds limit = std::chrono::seconds(2));
 
   void Cancel();
   void Close();
