@@ -45,6 +45,21 @@ delivered bytes themselves for every client but fetchmail.
 Logins against Dovecot's CAPA (SASL PLAIN LOGIN CRAM-MD5): poplib, getmail6
 and mpop (`auth user`) use USER/PASS; curl and fetchmail pick AUTH CRAM-MD5;
 "fetchmail-apop" (fetchmail `proto apop`) uses APOP.
+
+TLS (all optional, for tests/integration/test_tls.py): poplib `tls="stls"`
+(POP3.stls(), which checks CAPA for STLS first) or `tls="implicit"`
+(POP3_SSL), with an ssl.SSLContext; curl `tls="stls"` (--ssl-reqd: STLS or
+fail) or `tls="implicit"` (pop3s://), both with --cacert; fetchmail
+`tls="stls"` (sslproto 'tls1.2+' without ssl: STLS is mandatory) or
+`tls="implicit"` (ssl, sslproto 'tls1.2+'), both with sslcertck and
+sslcertfile; fetchmail checks the certificate against the host it connects
+to ("Server CommonName mismatch: localhost != 127.0.0.1"; `via` does not
+change that), so `tls_name` (e.g. "localhost") goes into sslcommonname.
+fetch_s_client
+scripts `openssl s_client -starttls pop3` (or an implicit TLS connection):
+USER, PASS, RETR 1..count, QUIT in one go, certificate and host name checked
+(-verify_return_error). mpop takes TLS through extra_config (`tls on`,
+`tls_starttls on|off`, `tls_trust_file CA`).
 """
 
 from __future__ import annotations
@@ -53,8 +68,10 @@ import functools
 import os
 import poplib
 import shutil
+import ssl
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -115,9 +132,19 @@ class _Workdir:
 # ---------------------------------------------------------------- poplib
 
 def fetch_poplib(host: str, port: int, user: str, password: str, *, apop: bool = False,
-                 timeout: float = 60) -> list[bytes]:
-    p = poplib.POP3(host, port, timeout=timeout)
+                 timeout: float = 60, tls: str | None = None,
+                 context: ssl.SSLContext | None = None) -> list[bytes]:
+    """tls: None (plaintext), "stls" (POP3.stls(context) before logging in) or
+    "implicit" (POP3_SSL)."""
+    if tls == "implicit":
+        p = poplib.POP3_SSL(host, port, timeout=timeout, context=context)
+    else:
+        p = poplib.POP3(host, port, timeout=timeout)
     try:
+        if tls == "stls":
+            p.stls(context)
+        elif tls not in (None, "implicit"):
+            raise ValueError(f"tls={tls!r}")
         if apop:
             p.apop(user, password)
         else:
@@ -136,33 +163,59 @@ def fetch_poplib(host: str, port: int, user: str, password: str, *, apop: bool =
 
 # ---------------------------------------------------------------- curl
 
-def fetch_curl(host: str, port: int, user: str, password: str, try_tls: bool = False) -> list[bytes]:
+def fetch_curl(host: str, port: int, user: str, password: str, try_tls: bool = False, *,
+               tls: str | None = None, cacert: str | os.PathLike | None = None) -> list[bytes]:
     """One curl run to LIST, then one per message (curl fetches one URL per
     connection). try_tls adds --ssl: curl then sends STLS when CAPA lists it
     (and fails if the handshake or certificate check fails), else goes on in
-    plaintext."""
+    plaintext. tls="stls": --ssl-reqd (STLS, or fail); tls="implicit":
+    pop3s://; with either, cacert is the trust anchor (--cacert)."""
     with _Workdir("curl") as wd:
         base = ["curl", "-sS", "--max-time", str(TIMEOUT), "-u", f"{user}:{password}"]
+        scheme = "pop3"
         if try_tls:
             base.append("--ssl")
-        listing = wd.run([*base, f"pop3://{host}:{port}/"]).stdout
+        if tls == "stls":
+            base.append("--ssl-reqd")
+        elif tls == "implicit":
+            scheme = "pop3s"
+        elif tls is not None:
+            raise ValueError(f"tls={tls!r}")
+        if cacert is not None:
+            base += ["--cacert", str(cacert)]
+        listing = wd.run([*base, f"{scheme}://{host}:{port}/"]).stdout
         numbers = [int(line.split()[0]) for line in listing.splitlines() if line.strip()]
         if numbers != list(range(1, len(numbers) + 1)):
             raise ClientError(f"unexpected LIST output from curl: {listing[:500]!r}")
-        return [wd.run([*base, f"pop3://{host}:{port}/{n}"]).stdout for n in numbers]
+        return [wd.run([*base, f"{scheme}://{host}:{port}/{n}"]).stdout for n in numbers]
 
 
 # ---------------------------------------------------------------- fetchmail
 
 def fetch_fetchmail(host: str, port: int, user: str, password: str,
-                    sslproto: str | None = "", protocol: str = "pop3") -> list[bytes]:
+                    sslproto: str | None = "", protocol: str = "pop3", *,
+                    tls: str | None = None, cafile: str | os.PathLike | None = None,
+                    tls_name: str | None = None) -> list[bytes]:
     """sslproto '' (the default here) stops fetchmail from trying STLS.
     None leaves fetchmail's own default, with which fetchmail 6.4.37 sends
     STLS after CAPA even when CAPA does not list it, and gives up the poll
     ("upgrade to TLS failed") when the server refuses. protocol "apop" logs
-    in with APOP (fetchmail's "pop3" uses CRAM-MD5 when SASL offers it)."""
+    in with APOP (fetchmail's "pop3" uses CRAM-MD5 when SASL offers it).
+    tls="stls" (sslproto 'tls1.2+', STLS mandatory) or "implicit" (ssl)
+    override sslproto and add sslcertck and sslcertfile `cafile`; tls_name
+    is the name the certificate must carry (sslcommonname)."""
     with _Workdir("fetchmail") as wd:
         ssl_option = "" if sslproto is None else f" sslproto '{sslproto}'"
+        if tls is not None:
+            if tls not in ("stls", "implicit"):
+                raise ValueError(f"tls={tls!r}")
+            ssl_option = " sslproto 'tls1.2+' sslcertck"
+            if tls == "implicit":
+                ssl_option += " ssl"
+            if cafile is not None:
+                ssl_option += f' sslcertfile "{cafile}"'
+            if tls_name is not None:
+                ssl_option += f' sslcommonname "{tls_name}"'
         rc = wd.path / "fetchmailrc"
         rc.write_text(
             "set no syslog\n"
@@ -178,6 +231,90 @@ def fetch_fetchmail(host: str, port: int, user: str, password: str,
         wd.run(["fetchmail", "-f", str(rc), "-N", "-d0"], ok_codes=(0, 1),
                env_extra={"FETCHMAILHOME": str(wd.path)})
         return wd.delivered()
+
+
+# ---------------------------------------------------------------- openssl s_client
+
+def fetch_s_client(host: str, port: int, user: str, password: str, *, count: int,
+                   cafile: str | os.PathLike, tls_name: str = "localhost",
+                   starttls: bool = True, stepwise: bool = False,
+                   timeout: float = TIMEOUT) -> list[bytes]:
+    """`openssl s_client [-starttls pop3]` with USER, PASS, RETR 1..count and
+    QUIT written to its standard input in one go (-quiet: nothing but the
+    server's bytes on stdout, and no 'Q'/'R' command letters); the server
+    certificate is checked against `cafile` and `tls_name`
+    (-verify_return_error). Returns the messages in wire form.
+    stepwise: write USER alone and wait for its answer before writing the rest
+    (s_client forwards each read of its standard input at once, so the whole
+    script otherwise arrives pipelined, USER and PASS in one TLS record)."""
+    user_line = f"USER {user}\r\n".encode()
+    rest = (f"PASS {password}\r\n"
+            + "".join(f"RETR {n}\r\n" for n in range(1, count + 1)) + "QUIT\r\n").encode()
+    argv = ["openssl", "s_client", "-connect", f"{host}:{port}", "-quiet",
+            "-verify_return_error", "-CAfile", str(cafile), "-verify_hostname", tls_name,
+            "-servername", tls_name]
+    if starttls:
+        argv += ["-starttls", "pop3"]
+    if stepwise:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        killer = threading.Timer(timeout, proc.kill)
+        killer.start()
+        try:
+            proc.stdin.write(user_line)
+            proc.stdin.flush()
+            first = proc.stdout.readline()  # the answer to USER
+            try:
+                proc.stdin.write(rest)
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+            out, err = first + proc.stdout.read(), proc.stderr.read()
+            rc = proc.wait()
+        finally:
+            killer.cancel()
+    else:
+        try:
+            proc = subprocess.run(argv, input=user_line + rest, capture_output=True,
+                                  timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            raise ClientError(f"openssl s_client timed out after {timeout}s\n"
+                              f"stdout: {(e.stdout or b'')[-500:]!r}\nstderr: {e.stderr!r}") from None
+        out, err, rc = proc.stdout, proc.stderr, proc.returncode
+
+    def fail(why: str):
+        raise ClientError(f"openssl s_client: {why} (exit {rc})\n"
+                          f"stdout: {out[:300]!r}...{out[-300:]!r}\n"
+                          f"stderr: {err.decode(errors='replace')[-2000:]}")
+    pos = 0
+
+    def line() -> bytes:
+        nonlocal pos
+        end = out.find(b"\r\n", pos)
+        if end < 0:
+            fail(f"output ends early at offset {pos}")
+        text = out[pos:end]
+        pos = end + 2
+        return text
+    # With -starttls, s_client reads the greeting itself; with implicit TLS
+    # the greeting is the first line of its output.
+    for what in ("USER", "PASS") if starttls else ("greeting", "USER", "PASS"):
+        status = line()
+        if not status.startswith(b"+OK"):
+            fail(f"{what} answered {status!r}")
+    msgs = []
+    for n in range(1, count + 1):
+        status = line()
+        if not status.startswith(b"+OK"):
+            fail(f"RETR {n} answered {status!r}")
+        data = bytearray()
+        while (text := line()) != b".":
+            data += (text[1:] if text.startswith(b".") else text) + CRLF
+        msgs.append(bytes(data))
+    status = line()
+    if not status.startswith(b"+OK") or pos != len(out):
+        fail(f"QUIT answered {status!r}, {len(out) - pos} octets after it")
+    return msgs
 
 
 _FM_CHUNK = 8191  # octets of a long line fetchmail delivers before its stray 2 octets + CRLF

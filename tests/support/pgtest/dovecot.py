@@ -68,6 +68,12 @@ class Dovecot:
     ssl:            False: `ssl = no` (CAPA has no STLS). True: a self-signed
                     certificate is made and STLS is offered (plaintext auth
                     stays allowed).
+    ssl_cert, ssl_key: PEM files to use instead of the self-signed certificate
+                    (both or neither; giving them implies ssl=True), e.g. from
+                    pgtest.tlsca.TestCA.
+    pop3s:          also listen for implicit TLS (POP3S) on 127.0.0.1:pop3s_port,
+                    a port picked like `port` (implies ssl=True). Without it
+                    the pop3s listener is off (port 0), as before.
     performance:    True: high-performance login set-up
                     (`service pop3-login { service_count = 0; process_min_avail = N }`)
                     and generous process/client limits, for benchmarks.
@@ -86,7 +92,10 @@ class Dovecot:
     """
 
     def __init__(self, users: dict[str, str] | None = None, *, host: str = "127.0.0.1",
-                 port: int | None = None, ssl: bool = False, performance: bool = False,
+                 port: int | None = None, ssl: bool = False,
+                 ssl_cert: str | os.PathLike | None = None,
+                 ssl_key: str | os.PathLike | None = None, pop3s: bool = False,
+                 performance: bool = False,
                  login_processes: int | None = None, auth_failure_delay: float = 0,
                  auth_penalty: bool = False,
                  extra_conf: str = "", workdir: str | os.PathLike | None = None,
@@ -95,7 +104,13 @@ class Dovecot:
         self.host = host
         self._fixed_port = port
         self.port: int | None = None
-        self.ssl = ssl
+        if (ssl_cert is None) != (ssl_key is None):
+            raise ValueError("ssl_cert and ssl_key go together")
+        self.ssl_cert = Path(ssl_cert) if ssl_cert is not None else None
+        self.ssl_key = Path(ssl_key) if ssl_key is not None else None
+        self.pop3s = pop3s
+        self.pop3s_port: int | None = None  # set by start() when pop3s
+        self.ssl = ssl or pop3s or ssl_cert is not None
         self.performance = performance
         self.login_processes = login_processes or os.cpu_count() or 2
         self.auth_failure_delay = auth_failure_delay
@@ -112,6 +127,12 @@ class Dovecot:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def pop3s_address(self) -> str:
+        if not self.pop3s_port:
+            raise DovecotError("this Dovecot has no pop3s listener (pop3s=True)")
+        return f"{self.host}:{self.pop3s_port}"
 
     @property
     def conf_path(self) -> Path:
@@ -156,11 +177,16 @@ class Dovecot:
         ssl = "no"
         ssl_lines = ""
         if self.ssl:
-            cert, key = self._make_cert()
+            cert, key = (self.ssl_cert, self.ssl_key) if self.ssl_cert else self._make_cert()
             ssl = "yes"
             ssl_lines = f"ssl_cert = <{cert}\nssl_key = <{key}\n"
         anvil_penalty = "" if self.auth_penalty else (
             "  unix_listener anvil-auth-penalty {\n    mode = 0\n  }\n")
+        pop3s_listener = "    port = 0\n"
+        if self.pop3s:
+            pop3s_listener = (f"    address = {self.host}\n"
+                              f"    port = {self.pop3s_port}\n"
+                              f"    ssl = yes\n")
         login_service = ""
         if self.performance:
             login_service = (f"  service_count = 0\n"
@@ -206,8 +232,7 @@ service pop3-login {{
     port = {self.port}
   }}
   inet_listener pop3s {{
-    port = 0
-  }}
+{pop3s_listener}  }}
 {login_service}}}
 service pop3 {{
   process_limit = {limit}
@@ -246,6 +271,10 @@ protocol pop3 {{
         attempts = 1 if self._fixed_port else 3
         for attempt in range(attempts):
             self.port = self._fixed_port or free_port(self.host)
+            if self.pop3s:
+                self.pop3s_port = free_port(self.host)
+                while self.pop3s_port == self.port:
+                    self.pop3s_port = free_port(self.host)
             self.conf_path.write_text(self.config_text())
             self._stderr = open(self.dir / "dovecot.stderr", "wb")
             self.proc = subprocess.Popen([DOVECOT_BIN, "-F", "-c", str(self.conf_path)],
@@ -270,13 +299,25 @@ protocol pop3 {{
                 with socket.create_connection((self.host, self.port), timeout=2) as s:
                     s.settimeout(5)
                     greeting = s.recv(512)
-                    if greeting.startswith(b"+OK"):
+                    if greeting.startswith(b"+OK") and self._pop3s_ready():
                         return
             except OSError:
                 pass
             time.sleep(0.05)
         raise DovecotError(f"dovecot did not greet on {self.address} within "
                            f"{self.start_timeout}s:\n{self.diagnostics()}")
+
+    def _pop3s_ready(self) -> bool:
+        """True without a pop3s listener; else whether it accepts connections
+        (both listeners are opened by the master before it forks, so this is
+        a formality)."""
+        if not self.pop3s:
+            return True
+        try:
+            with socket.create_connection((self.host, self.pop3s_port), timeout=2):
+                return True
+        except OSError:
+            return False
 
     def diagnostics(self) -> str:
         out = []

@@ -51,13 +51,33 @@ def unstuff(body: bytes) -> bytes:
 
 
 class RawPop3:
-    """A POP3 connection that returns exact bytes."""
+    """A POP3 connection that returns exact bytes.
 
-    def __init__(self, host: str, port: int, timeout: float = 15.0):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    source_address: (host, port) to bind the client socket to first (e.g.
+    ("127.0.0.2", 0) to connect from another loopback address).
+    tls_context: an ssl.SSLContext for implicit TLS (POP3S): the handshake
+    comes before the greeting. start_tls() upgrades a plaintext connection
+    after STLS. A TLS peer that closes without close_notify reads as a plain
+    EOF here (Python's suppress_ragged_eofs)."""
+
+    def __init__(self, host: str, port: int, timeout: float = 15.0, *,
+                 source_address: tuple[str, int] | None = None, tls_context=None,
+                 server_hostname: str | None = None):
+        self.sock = socket.create_connection((host, port), timeout=timeout,
+                                             source_address=source_address)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = bytearray()
+        if tls_context is not None:
+            self.sock = tls_context.wrap_socket(self.sock, server_hostname=server_hostname)
         self.greeting = self.read_line()
+
+    def start_tls(self, context, server_hostname: str | None = None) -> None:
+        """TLS handshake on the connection as it is (after `+OK` to STLS).
+        Fails if bytes are buffered that arrived before the handshake: they
+        would be protocol data that TLS does not protect."""
+        if self.buf:
+            raise AssertionError(f"bytes received before the TLS handshake: {bytes(self.buf)!r}")
+        self.sock = context.wrap_socket(self.sock, server_hostname=server_hostname)
 
     # ------------------------------------------------------------ reading
     def _fill(self) -> None:
