@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "net/session.h"
+#include "net/stream.h"
 
 namespace popgate::net {
 namespace {
@@ -148,7 +149,11 @@ asio::awaitable<void> Server::Accept(Listening& listening) {
       continue;
     }
     if (registry_.size() >= config_.limits.max_sessions) {
-      asio::co_spawn(socket.get_executor(), Refuse(std::move(socket)), asio::detached);
+      ssl::context* implicit_tls = listening.context.listener->tls == config::TlsMode::kImplicit
+                                       ? listening.tls.get()
+                                       : nullptr;
+      asio::co_spawn(socket.get_executor(), Refuse(std::move(socket), implicit_tls),
+                     asio::detached);
       continue;
     }
     auto id = next_id_++;
@@ -159,13 +164,24 @@ asio::awaitable<void> Server::Accept(Listening& listening) {
   }
 }
 
-asio::awaitable<void> Server::Refuse(tcp::socket socket) {
+asio::awaitable<void> Server::Refuse(tcp::socket socket, ssl::context* implicit_tls) {
   spdlog::warn("max_sessions ({}) reached: refusing a client", config_.limits.max_sessions);
-  error_code ec;
   static const std::string kReply = "-ERR [SYS/TEMP] Too many connections, try again later\r\n";
-  co_await asio::async_write(socket, asio::buffer(kReply), Capture(ec));
-  socket.shutdown(tcp::socket::shutdown_both, ec);
-  socket.close(ec);
+  Stream stream(std::move(socket));
+  // A POP3S port never speaks plaintext: the refusal goes over TLS, within a bound.
+  asio::steady_timer limit(stream.get_executor(), std::chrono::seconds(10));
+  limit.async_wait([&stream](const error_code& ec) {
+    if (!ec) stream.Close();
+  });
+  error_code ec;
+  if (implicit_tls) {
+    std::string failure;
+    co_await stream.Handshake(*implicit_tls, ssl::stream_base::server, "", false, ec, failure);
+  }
+  if (!ec) co_await stream.Write(kReply, ec);
+  if (!ec) co_await stream.Shutdown();
+  limit.cancel();
+  stream.Close();
 }
 
 void Server::Shutdown(std::function<void()> done) {

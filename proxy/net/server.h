@@ -56,7 +56,7 @@ class Server {
   void Listen(const config::Listener& listener);
   bool IsTrusted(const asio::ip::address& address) const;
   asio::awaitable<void> Accept(Listening& listening);
-  asio::awaitable<void> Refuse(tcp::socket socket);
+  asio::awaitable<void> Refuse(tcp::socket socket, ssl::context* implicit_tls);
   asio::awaitable<void> Drain(std::function<void()> done);
 
   asio::io_context& io_;

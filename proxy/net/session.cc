@@ -99,9 +99,23 @@ void Session::End(EndReason reason) {
   // Closing the upstream connection without QUIT leaves the mailbox as it was: the
   // server deletes nothing (RFC 1939 §6).
   upstream_.Close();
-  client_.Close();
   notify_.cancel();
   watchdog_timer_.cancel();
+  if (!client_.tls_established()) {
+    client_.Close();
+    return;
+  }
+  // TLS ends with close_notify (RFC 8446 §6.1), whatever ended the session; what is
+  // still pending on the client is cancelled first. The session lives until it's sent.
+  client_.Cancel();
+  auto self = shared_from_this();
+  asio::co_spawn(
+      client_.get_executor(),
+      [self]() -> asio::awaitable<void> {
+        co_await self->client_.Shutdown();
+        self->client_.Close();
+      },
+      asio::detached);
 }
 
 // ---------------------------------------------------------------------------

@@ -148,8 +148,6 @@ asio::awaitable<void> Session::RelayResponses() {
     }
     Notify();
     if (command.verb == Verb::kQuit) {
-      end_reason_ = EndReason::kQuit;
-      co_await client_.Shutdown();
       End(EndReason::kQuit);
       co_return;
     }

@@ -65,11 +65,16 @@ asio::awaitable<void> Stream::Handshake(ssl::context& context,
   tls_buffer_ = std::make_unique<char[]>(kTlsBufferSize);
   if (type == ssl::stream_base::client) SetPeerName(tls_->native_handle(), peer_name, verify);
   co_await tls_->async_handshake(type, Capture(ec));
-  if (ec) failure = HandshakeFailure(tls_->native_handle(), ec);
+  if (ec) {
+    failure = HandshakeFailure(tls_->native_handle(), ec);
+  } else {
+    tls_established_ = true;
+  }
 }
 
 asio::awaitable<void> Stream::Shutdown(std::chrono::milliseconds limit) {
-  if (!tls_) co_return;
+  if (!tls_established_) co_return;
+  tls_established_ = false;
   // The peer may never answer our close_notify: a timer closes the socket then.
   asio::steady_timer timer(socket().get_executor(), limit);
   timer.async_wait([this](const error_code& ec) {

@@ -22,6 +22,8 @@ class Stream {
   // client that delays ACKs) and non-blocking reads. Call again after connecting.
   void ApplySocketOptions();
   bool is_tls() const { return tls_ != nullptr; }
+  // TLS is up: the handshake completed and Shutdown() has not begun.
+  bool tls_established() const { return tls_established_; }
   auto get_executor() { return socket().get_executor(); }
 
   // Waits for data and returns a view of what arrived, valid until the next co_await
@@ -50,6 +52,7 @@ class Stream {
   tcp::socket socket_;  // moved into tls_ once TLS starts
   std::unique_ptr<ssl::stream<tcp::socket>> tls_;
   std::unique_ptr<char[]> tls_buffer_;
+  bool tls_established_ = false;
 };
 
 }  // namespace popgate::net

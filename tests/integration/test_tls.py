@@ -440,6 +440,26 @@ def test_upstream_stls_refused(test_ca, popgate_factory):
         assert conn.verbs == [b"CAPA", b"STLS"], conn.verbs
 
 
+@pytest.mark.parametrize("up", ["implicit", "starttls"])
+def test_upstream_handshake_stall_times_out(up, test_ca, popgate_factory):
+    """An upstream that never answers the ClientHello: the upstream timeout
+    ends the session with -ERR [SYS/TEMP]."""
+    def stls_stall(conn, line, args):
+        conn.send(b"+OK\r\n")
+        conn.stall(10)
+        return STOP
+    script = (Pop3Script(greeting=None) if up == "implicit"
+              else Pop3Script(overrides={"CAPA": _capa_with_stls, "STLS": stls_stall}))
+    with FakePop3(default=script) as fake:
+        pg = start_popgate(popgate_factory, test_ca, fake.address, "none", up,
+                           "--upstream-timeout", "1")
+        started = time.monotonic()
+        with socket.create_connection((pg.host, pg.port), timeout=10) as s:
+            got = read_until_closed(s, timeout=5)
+        assert got.startswith(b"-ERR [SYS/TEMP]") and got.count(b"\r\n") == 1, got
+        assert time.monotonic() - started < 4
+
+
 # ---------------------------------------------------------------- APOP and the greeting
 
 def test_greeting_over_upstream_stls_loses_apop_timestamp(tls_dovecot, test_ca, popgate_factory):
@@ -665,6 +685,16 @@ def test_implicit_listener_reads_nothing_before_handshake(test_ca, popgate_facto
         assert fake.connections == []
 
 
+def test_idle_timeout_over_tls(tls_dovecot, test_ca, popgate_factory):
+    pg = start_popgate(popgate_factory, test_ca, tls_dovecot.address, "implicit", "none",
+                       "--idle-timeout", "1")
+    with RawPop3(pg.host, pg.port, tls_context=client_context(test_ca),
+                 server_hostname="localhost") as c:
+        c.login(*ALICE)
+        c.sock.settimeout(5)
+        assert c.read_line() == b"-ERR Disconnected for inactivity\r\n"
+
+
 @pytest.mark.parametrize("target", ["dovecot", "popgate-implicit", "popgate-starttls"])
 def test_tls_session_ends_with_close_notify(target, tls_dovecot, test_ca, popgate_factory):
     """After QUIT the server closes TLS properly (close_notify, RFC 8446
@@ -696,15 +726,61 @@ def test_tls_session_ends_with_close_notify(target, tls_dovecot, test_ca, popgat
         while not got.endswith(b"\r\n"):
             got += s.recv(4096)
         assert got.startswith(b"+OK")
-        try:
-            tail = s.recv(4096)
-        except ssl.SSLError as e:  # SSLEOFError, or SSLError on older Pythons
-            if "EOF" not in str(e):
-                raise
-            pytest.fail(f"{target}: TCP closed without TLS close_notify after QUIT ({e})")
-        assert tail == b""
+        expect_close_notify(s, f"{target}, after QUIT")
     finally:
         s.close()
+
+
+def expect_close_notify(s: ssl.SSLSocket, what: str) -> None:
+    try:
+        tail = s.recv(4096)
+    except ssl.SSLError as e:  # SSLEOFError, or SSLError on older Pythons
+        if "EOF" not in str(e):
+            raise
+        pytest.fail(f"{what}: TCP closed without TLS close_notify ({e})")
+    assert tail == b"", f"{what}: {tail!r} instead of the end"
+
+
+def test_tls_error_reply_ends_with_close_notify(test_ca, popgate_factory):
+    """popgate's own closing -ERR over TLS (here: the upstream is down) is
+    followed by close_notify too (RFC 8446 §6.1: before closing the write side)."""
+    with socket.socket() as placeholder:
+        placeholder.bind(("127.0.0.1", 0))  # a port nobody listens on
+        down = f"127.0.0.1:{placeholder.getsockname()[1]}"
+        pg = start_popgate(popgate_factory, test_ca, down, "implicit", "none")
+        ctx = client_context(test_ca)
+        ctx.options &= ~getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
+        raw = socket.create_connection((pg.host, pg.port), timeout=10)
+        with ctx.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False) as s:
+            got = b""
+            while not got.endswith(b"\r\n"):
+                got += s.recv(4096)
+            assert got == b"-ERR [SYS/TEMP] Upstream server unavailable\r\n"
+            expect_close_notify(s, "after -ERR [SYS/TEMP]")
+
+
+def test_max_sessions_refusal_on_implicit_listener(tls_dovecot, test_ca, popgate_factory):
+    """Over the session limit, a POP3S client still gets its -ERR [SYS/TEMP]
+    (RFC 3206) over TLS, like a plaintext client on a plain port, and no
+    plaintext POP3 ever goes out on a TLS port."""
+    pg = start_popgate(popgate_factory, test_ca, tls_dovecot.address, "implicit", "none",
+                       "--max-sessions", "1")
+    ctx = client_context(test_ca)
+    with RawPop3(pg.host, pg.port, tls_context=ctx, server_hostname="localhost") as first:
+        assert first.greeting.startswith(b"+OK")
+        with socket.create_connection((pg.host, pg.port), timeout=10) as raw:
+            raw.settimeout(0.5)
+            try:
+                early = raw.recv(4096)
+            except socket.timeout:
+                early = b""
+            assert not early.startswith((b"-ERR", b"+OK")), f"plaintext on a TLS port: {early!r}"
+        try:
+            with RawPop3(pg.host, pg.port, tls_context=ctx, server_hostname="localhost") as second:
+                assert second.greeting.startswith(b"-ERR [SYS/TEMP]"), second.greeting
+        except ssl.SSLError as e:
+            pytest.fail(f"the refused POP3S client got no TLS at all: {e}")
+        assert first.command("QUIT").startswith(b"+OK")
 
 
 # ---------------------------------------------------------------- ALPN and protocol versions
