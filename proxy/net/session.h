@@ -117,6 +117,8 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<bool> WriteClient(const std::string& bytes);
   void OnAnswered(const pop3::Command& command, bool ok);
   asio::awaitable<void> FailUpstream(EndReason reason, const char* reply);
+  // FailUpstream for a failed upstream read: timed out, or closed.
+  asio::awaitable<void> FailUpstreamRead();
 
   // Reads what `stream` has, appended to `into`. Returns the byte count, 0 on end or error.
   asio::awaitable<std::size_t> ReadAvailable(Stream& stream, std::string& into, error_code& ec);

@@ -111,9 +111,7 @@ asio::awaitable<std::optional<std::string>> Session::ReadUpstreamContent(std::si
     std::string_view chunk = co_await upstream_.ReadSome(ec);
     SetUpstreamDeadline(Clock::time_point::max());
     if (ec) {
-      bool timed_out = end_reason_ == EndReason::kUpstreamTimeout;
-      co_await FailUpstream(timed_out ? EndReason::kUpstreamTimeout : EndReason::kUpstreamClosed,
-                            timed_out ? kUpstreamTimedOut : kUpstreamClosed);
+      co_await FailUpstreamRead();
       co_return std::nullopt;
     }
     progress = decoder.Feed(chunk, content);

@@ -34,9 +34,7 @@ asio::awaitable<std::optional<std::string>> Session::ReadUpstreamLine() {
     std::size_t n = co_await ReadAvailable(upstream_, upstream_in_, ec);
     SetUpstreamDeadline(Clock::time_point::max());
     if (n == 0) {
-      bool timed_out = end_reason_ == EndReason::kUpstreamTimeout;
-      co_await FailUpstream(timed_out ? EndReason::kUpstreamTimeout : EndReason::kUpstreamClosed,
-                            timed_out ? kUpstreamTimedOut : kUpstreamClosed);
+      co_await FailUpstreamRead();
       co_return std::nullopt;
     }
   }
@@ -50,6 +48,15 @@ asio::awaitable<void> Session::FailUpstream(EndReason reason, const char* reply)
     co_await WriteClient(reply);
   }
   End(reason);
+}
+
+asio::awaitable<void> Session::FailUpstreamRead() {
+  // A read fails on a timeout because the watchdog closed the socket.
+  if (end_reason_ == EndReason::kUpstreamTimeout) {
+    co_await FailUpstream(EndReason::kUpstreamTimeout, kUpstreamTimedOut);
+  } else {
+    co_await FailUpstream(EndReason::kUpstreamClosed, kUpstreamClosed);
+  }
 }
 
 asio::awaitable<void> Session::RelayResponses() {
@@ -82,14 +89,11 @@ asio::awaitable<void> Session::RelayResponses() {
       if (n == 0) {
         // A command sent meanwhile may be waiting on this socket: its client is owed
         // an answer (the watchdog closed the socket on a timeout).
-        bool timed_out = end_reason_ == EndReason::kUpstreamTimeout;
         if (pending_.empty()) {
           spdlog::info("session {} upstream closed the connection", id_);
           End(EndReason::kUpstreamClosed);
         } else {
-          co_await FailUpstream(
-              timed_out ? EndReason::kUpstreamTimeout : EndReason::kUpstreamClosed,
-              timed_out ? kUpstreamTimedOut : kUpstreamClosed);
+          co_await FailUpstreamRead();
         }
         co_return;
       }
@@ -198,11 +202,9 @@ asio::awaitable<bool> Session::RelayMultiLine(const pop3::Command& command,
     std::string_view chunk = co_await upstream_.ReadSome(ec);
     SetUpstreamDeadline(Clock::time_point::max());
     if (ec) {
-      bool timed_out = end_reason_ == EndReason::kUpstreamTimeout;
       spdlog::warn("session {} upstream failed during {} response: {}", id_, command.keyword,
-                   timed_out ? "timeout" : ec.message());
-      co_await FailUpstream(timed_out ? EndReason::kUpstreamTimeout : EndReason::kUpstreamClosed,
-                            timed_out ? kUpstreamTimedOut : kUpstreamClosed);
+                   end_reason_ == EndReason::kUpstreamTimeout ? "timeout" : ec.message());
+      co_await FailUpstreamRead();
       co_return false;
     }
     progress = decoder.Feed(chunk, decoded);
