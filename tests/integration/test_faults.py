@@ -724,3 +724,34 @@ def test_secrets_never_logged(fakes, popgate):
     for secret in (password, "Pa55-w0rd", wrong, digest, ir, challenge_data,
                    "IRsecret", "CHsecret"):
         assert secret not in log, f"{secret!r} appears in popgate's log"
+
+
+# ================================================================ pass-through
+
+def test_pass_through_commands_reach_the_upstream_only_when_listed(fakes, popgate):
+    def xtnd(conn, line, args):
+        conn.send_line(b"+OK xtnd " + b" ".join(args))
+
+    script = Pop3Script(overrides={"XTND": xtnd})
+    fake = fakes(scripts=[script, script])
+
+    # Not listed: popgate answers -ERR itself and the upstream never sees it.
+    pg = popgate(fake.address)
+    c = Client(pg)
+    c.login()
+    reply = c.command("XTND XMIT")
+    assert reply is not None and reply.startswith(b"-ERR"), reply
+    assert c.command("QUIT") == b"+OK bye\r\n"
+    fake.conn(0).finished.wait(3)
+    assert b"XTND" not in bytes(fake.conn(0).raw).upper()
+
+    # Listed: relayed in canonical form, its single-line answer relayed back, in order.
+    pg2 = popgate(fake.address, "--pass-through", "xtnd")
+    c = Client(pg2)
+    c.login()
+    assert c.command("xtnd  XMIT ") == b"+OK xtnd XMIT\r\n"
+    assert c.command("STAT").startswith(b"+OK 2 ")
+    assert c.command("QUIT") == b"+OK bye\r\n"
+    conn = fake.conn(1)
+    conn.finished.wait(3)
+    assert b"XTND XMIT" in conn.commands, conn.commands
