@@ -14,7 +14,7 @@ packages=(
   # real peers for tests, demo and benchmark
   dovecot-core dovecot-pop3d
   curl fetchmail getmail6 mpop openssl
-  spamassassin spamc
+  spamassassin spamc spamd
   stunnel4 nginx-light libnginx-mod-mail
   procps psmisc
 )
