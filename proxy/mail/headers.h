@@ -1,0 +1,110 @@
+#pragma once
+// The header block of a message (RFC 5322 §2.2) as an editable view.
+//
+// Input is what the multi-line decoder outputs: un-stuffed bytes, lines ending in CRLF
+// (a bare LF is tolerated as a line end). Each field keeps its exact bytes: name, colon,
+// value, folded continuation lines and line endings, 8-bit bytes and all. A field nobody
+// edits comes out byte for byte as it came in, in its place.
+//
+// Edits: Add appends at the end of the header block; Set replaces the first field of
+// that name in place and removes the others; Remove removes every field of that name.
+// Names compare case-insensitively (ASCII). New fields are checked (no CR, LF or NUL;
+// HAZARDS.md "Limits") and folded at 78 columns (RFC 5322 §2.1.1, §2.2.3).
+//
+// Lines in the block that are not fields (no colon, or a continuation line first) are
+// kept as they are, as fields with an empty name that no lookup finds.
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace popgate::mail {
+
+class HeaderField {
+ public:
+  // The name as written, without whitespace before the colon; empty for a line that is
+  // not a field.
+  std::string_view name() const { return std::string_view(raw_).substr(0, name_size_); }
+  // The whole field: name, colon, value, continuation lines, line endings.
+  std::string_view raw() const { return raw_; }
+  // The value unfolded (RFC 5322 §2.2.3: line breaks before whitespace removed), without
+  // the whitespace after the colon and at the end. Other bytes as they are (no MIME decoding).
+  std::string value() const;
+
+ private:
+  friend class Headers;
+  HeaderField(std::string raw, std::size_t name_size, std::size_t colon)
+      : raw_(std::move(raw)), name_size_(name_size), colon_(colon) {}
+
+  std::string raw_;
+  std::size_t name_size_;
+  std::size_t colon_;  // std::string::npos for a line that is not a field
+};
+
+class Headers {
+ public:
+  using const_iterator = std::vector<HeaderField>::const_iterator;
+
+  Headers() = default;
+  // Parses a header block: the bytes before the blank line, without it. Copies them.
+  explicit Headers(std::string_view block);
+
+  // The unfolded value of the first field named `name`.
+  std::optional<std::string> Get(std::string_view name) const;
+  // The unfolded values of every field named `name`, in order.
+  std::vector<std::string> GetAll(std::string_view name) const;
+  bool Has(std::string_view name) const;
+
+  // Appends a field at the end of the block. Surrounding whitespace of `value` is dropped;
+  // the field is folded at 78 columns on whitespace, never inside a word (a word longer
+  // than a line stays whole). Throws std::invalid_argument if `name` is not printable
+  // ASCII without ':' (RFC 5322 §2.2), or if `name` or `value` contains CR, LF or NUL.
+  void Add(std::string_view name, std::string_view value);
+  // Replaces the first field named `name` in place and removes the others; appends when
+  // there is none. Throws as Add.
+  void Set(std::string_view name, std::string_view value);
+  // Removes every field named `name`; returns how many.
+  std::size_t Remove(std::string_view name);
+
+  const_iterator begin() const { return fields_.begin(); }
+  const_iterator end() const { return fields_.end(); }
+  std::size_t size() const { return fields_.size(); }
+  bool empty() const { return fields_.empty(); }
+
+  // Whether any edit changed the block since it was parsed.
+  bool modified() const { return version_ != 0; }
+  // Changes with every edit (0: as parsed); lets a holder cache what it builds from us.
+  std::uint64_t version() const { return version_; }
+
+  // The block as edited: every field's bytes in order (no blank line).
+  void AppendTo(std::string& out) const;
+  std::string Serialize() const;
+  std::size_t byte_size() const;
+
+ private:
+  HeaderField MakeField(std::string_view name, std::string_view value) const;
+  void Touch() { ++version_; }
+
+  std::vector<HeaderField> fields_;
+  std::string_view eol_ = "\r\n";  // line ending for new fields: the block's own
+  std::uint64_t version_ = 0;
+};
+
+// Where a message's header block ends (RFC 5322 §2.1: at the first empty line).
+struct HeaderSplit {
+  std::size_t header_size;     // bytes of the header block, up to the blank line
+  std::size_t separator_size;  // 2 for CRLF, 1 for a bare LF, 0: no blank line (yet)
+};
+
+// Splits `message` at its first empty line. Without one, the whole of `message` is the
+// header block and separator_size is 0. On a prefix of a message, separator_size != 0
+// says the header block is complete.
+HeaderSplit SplitHeaders(std::string_view message);
+
+// Whether `name` may name a new field: printable ASCII (33-126) except ':', not empty.
+bool IsValidFieldName(std::string_view name);
+
+}  // namespace popgate::mail

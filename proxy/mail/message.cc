@@ -1,0 +1,75 @@
+#include "mail/message.h"
+
+#include <utility>
+
+namespace popgate::mail {
+
+Message::Message(std::string bytes, bool partial)
+    : Message(std::make_shared<const std::string>(std::move(bytes)), partial) {}
+
+Message::Message(std::shared_ptr<const std::string> bytes, bool partial)
+    : original_(bytes ? std::move(bytes) : std::make_shared<const std::string>()),
+      split_(SplitHeaders(*original_)),
+      partial_(partial) {}
+
+Headers& Message::headers() {
+  if (!headers_) headers_.emplace(header_block());
+  return *headers_;
+}
+
+const Headers& Message::headers() const {
+  if (!headers_) headers_.emplace(header_block());
+  return *headers_;
+}
+
+std::string_view Message::header_block() const {
+  return std::string_view(base()).substr(0, split_.header_size);
+}
+
+std::string_view Message::separator() const {
+  return std::string_view(base()).substr(split_.header_size, split_.separator_size);
+}
+
+std::string_view Message::body() const {
+  return std::string_view(base()).substr(split_.header_size + split_.separator_size);
+}
+
+Message::Parts Message::parts() const {
+  if (!headers_modified()) return {header_block(), separator(), body()};
+  if (header_cache_version_ != headers_->version()) {
+    header_cache_.clear();
+    headers_->AppendTo(header_cache_);
+    header_cache_version_ = headers_->version();
+  }
+  return {header_cache_, separator(), body()};
+}
+
+std::string_view Message::bytes() const {
+  if (!headers_modified()) return base();
+  if (!bytes_cache_ || bytes_cache_version_ != headers_->version()) {
+    Parts p = parts();
+    auto built = std::make_shared<std::string>();
+    built->reserve(p.headers.size() + p.separator.size() + p.body.size());
+    built->append(p.headers).append(p.separator).append(p.body);
+    bytes_cache_ = std::move(built);
+    bytes_cache_version_ = headers_->version();
+  }
+  return *bytes_cache_;
+}
+
+std::size_t Message::size() const {
+  if (!headers_modified()) return base().size();
+  return headers_->byte_size() + split_.separator_size + body().size();
+}
+
+void Message::Replace(std::string bytes) {
+  replacement_ = std::make_shared<const std::string>(std::move(bytes));
+  split_ = SplitHeaders(*replacement_);
+  headers_.reset();
+  header_cache_.clear();
+  header_cache_version_ = 0;
+  bytes_cache_.reset();
+  bytes_cache_version_ = 0;
+}
+
+}  // namespace popgate::mail
