@@ -4,6 +4,8 @@
     bench/callgrind.py                       # popgate from build-bench/, both mailboxes
     bench/callgrind.py --target nginx        # nginx's mail proxy, for comparison
     bench/callgrind.py --popgate OTHER/popgate --mailbox large
+    bench/callgrind.py --tls up              # popgate --upstream-tls implicit to POP3S
+    bench/callgrind.py --tls both --target stunnel   # stunnel-pair, for comparison
 
 Starts a private Dovecot (as scripts/bench.sh does), runs the proxy under
 `valgrind --tool=callgrind` (popgate with --threads 1; nginx with master_process off),
@@ -12,6 +14,11 @@ instructions executed per message and per MB (deterministic, unlike timings on a
 shared machine) and the functions with the most instructions, self and inclusive.
 Kernel time (the socket copies) is not counted: callgrind sees user space only.
 The callgrind.out files are kept in --outdir.
+
+--tls up|both runs the TLS set-ups of run_bench.py (Dovecot serves POP3S with a test
+CA's localhost certificate): popgate with --upstream-tls implicit (both: and
+--listen-tls implicit, the loadgen speaking TLS), or --target stunnel (stunnel4 in
+client mode; both: the server+client pair in one process).
 """
 
 from __future__ import annotations
@@ -59,7 +66,9 @@ def total_ir(out: Path) -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--target", choices=["popgate", "nginx"], default="popgate")
+    ap.add_argument("--target", choices=["popgate", "nginx", "stunnel"], default="popgate")
+    ap.add_argument("--tls", choices=["none", "up", "both"], default="none",
+                    help="up: plain client, implicit TLS upstream; both: implicit TLS on both sides")
     ap.add_argument("--popgate", default=os.environ.get("POPGATE_BIN", str(rb.REPO / "build-bench" / "popgate")))
     ap.add_argument("--loadgen", default=os.environ.get("LOADGEN_BIN", str(rb.REPO / "build-bench" / "popgate_loadgen")))
     ap.add_argument("--mailbox", choices=["small", "large", "both"], default="both")
@@ -69,7 +78,14 @@ def main() -> int:
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
 
-    dovecot = rb.Dovecot(users=rb.USERS, performance=True, extra_conf="pop3_no_flag_updates = yes\n")
+    if (args.target == "stunnel" and args.tls == "none") or (args.target == "nginx" and args.tls != "none"):
+        ap.error("--tls up|both goes with --target popgate or stunnel; stunnel needs --tls")
+    tls_conf, ca = {}, None
+    if args.tls != "none":
+        ca = rb.TestCA(outdir / "tlsca")
+        tls_conf = dict(ssl_cert=ca.localhost.cert, ssl_key=ca.localhost.key, pop3s=True)
+    dovecot = rb.Dovecot(users=rb.USERS, performance=True, extra_conf="pop3_no_flag_updates = yes\n",
+                         **tls_conf)
     dovecot.start()
     try:
         dovecot.populate("small", rb.mailbox.sized_messages(200, 10240, user="small"))
@@ -78,10 +94,29 @@ def main() -> int:
         for user in users:
             sessions, count = WORKLOADS[user]
             port = rb.free_port()
-            out = outdir / f"callgrind.{args.target}.{user}.out"
+            tls = "" if args.tls == "none" else f".tls-{args.tls}"
+            out = outdir / f"callgrind.{args.target}{tls}.{user}.out"
+            loadgen_tls = []
+            if args.tls == "both":
+                loadgen_tls = ["--tls", "--ca", str(ca.cert)]
             if args.target == "popgate":
                 cmd = [args.popgate, "--listen", f"127.0.0.1:{port}", "--upstream", dovecot.address,
                        "--threads", "1", "--log-level", "warn"]
+                if args.tls != "none":
+                    cmd[4] = dovecot.pop3s_address
+                    cmd += ["--upstream-tls", "implicit", "--upstream-ca", str(ca.cert),
+                            "--upstream-server-name", "localhost"]
+                if args.tls == "both":
+                    cmd += ["--listen-tls", "implicit", "--cert", str(ca.localhost.cert),
+                            "--key", str(ca.localhost.key)]
+            elif args.target == "stunnel":
+                st = rb.Stunnel("/usr/bin/stunnel4", f"stunnel-{args.tls}", dovecot.pop3s_port, ca,
+                                outdir, pair=args.tls == "both")
+                st.dir.mkdir(parents=True, exist_ok=True)
+                st.port = port
+                conf = st.dir / "stunnel.conf"
+                conf.write_text(st.config(rb.free_port() if st.pair else port))
+                cmd = ["/usr/bin/stunnel4", str(conf)]
             else:
                 nginx = rb.Nginx("/usr/sbin/nginx", dovecot.port, 1, outdir)
                 nginx.dir.mkdir(parents=True, exist_ok=True)
@@ -94,12 +129,16 @@ def main() -> int:
             vg = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *cmd]
             proc = subprocess.Popen(vg, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
-                rb.wait_port("127.0.0.1", port, proc, args.target, timeout=60)
+                if args.tls == "both":
+                    rb.wait_port_tls("127.0.0.1", port, proc, args.target, ca.cert, timeout=60)
+                else:
+                    rb.wait_port("127.0.0.1", port, proc, args.target, timeout=60)
                 # Warm-up outside the count is not possible with callgrind's totals, so the
                 # login and LIST of one session are part of the figures (small next to the RETRs).
                 r = subprocess.run([args.loadgen, "--port", str(port), "--user", user,
                                     "--pass", rb.USERS[user], "--sessions", str(sessions),
-                                    "--count", str(count)], capture_output=True, text=True)
+                                    "--count", str(count), *loadgen_tls],
+                                   capture_output=True, text=True)
                 print(f"loadgen: {r.stdout.strip()[:200]}", file=sys.stderr)
             finally:
                 rb.stop_proc(proc, timeout=60)
@@ -107,7 +146,7 @@ def main() -> int:
             ir = total_ir(out)
             messages = sessions * count
             size = 10240 if user == "small" else 5 * 1024 * 1024
-            print(f"\n== {args.target}, {user}: {messages} RETRs of {size} octets: "
+            print(f"\n== {args.target}{tls}, {user}: {messages} RETRs of {size} octets: "
                   f"{ir:,} instructions in user space, {ir / messages:,.0f} per message, "
                   f"{ir / (messages * size / 1e6):,.0f} per MB  ({out})")
             print("-- self:")

@@ -16,6 +16,11 @@
 // One io_context run by --threads threads; one coroutine per session; TCP_NODELAY on
 // every socket. MB means 10^6 octets; payload octets are the message body as sent
 // (between the status line and the terminating "." line).
+//
+// --tls: implicit TLS (POP3S) to the target, OpenSSL through asio::ssl::stream, SNI
+// --server-name (default localhost). With --ca FILE the chain is verified against FILE
+// and the certificate must name --server-name; without it nothing is verified (a
+// benchmark client). The JSON then says which protocol and cipher were negotiated.
 
 #include <utility>  // before Asio: GCC 12 + Boost 1.74 awaitable.hpp (STYLE.md)
 
@@ -24,7 +29,9 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <openssl/ssl.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -46,6 +53,7 @@
 namespace {
 
 namespace asio = boost::asio;
+namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
 using error_code = boost::system::error_code;
 using Clock = std::chrono::steady_clock;
@@ -71,6 +79,9 @@ struct Options {
   unsigned connect_parallel = 32;  // idle: logins in flight at once
   bool list_check = true;     // body octets must equal LIST's size
   std::string label;
+  bool tls = false;           // implicit TLS to the target
+  std::string ca_file;        // verify the target's chain against this (TLS; else no check)
+  std::string server_name = "localhost";  // SNI, and the name checked with --ca
 };
 
 [[noreturn]] void Usage(const char* why) {
@@ -79,7 +90,7 @@ struct Options {
                "usage: popgate_loadgen --port P --user U --pass P [--host H] [--mode retr|verify|idle]\n"
                "         [--sessions C] [--threads T] [--duration S | --count N] [--messages N]\n"
                "         [--hold S] [--connect-parallel N] [--timeout S] [--no-list-check]\n"
-               "         [--label TEXT]\n",
+               "         [--label TEXT] [--tls [--ca FILE] [--server-name NAME]]\n",
                why);
   std::exit(2);
 }
@@ -107,13 +118,32 @@ Options ParseArgs(int argc, char** argv) {
     else if (a == "--connect-parallel") o.connect_parallel = static_cast<unsigned>(std::atoi(value()));
     else if (a == "--no-list-check") o.list_check = false;
     else if (a == "--label") o.label = value();
+    else if (a == "--tls") o.tls = true;
+    else if (a == "--ca") o.ca_file = value();
+    else if (a == "--server-name") o.server_name = value();
     else if (a == "-h" || a == "--help") Usage("help");
     else Usage(("unknown argument " + std::string(a)).c_str());
   }
   if (o.mode != "retr" && o.mode != "verify" && o.mode != "idle") Usage("bad --mode");
   if (o.user.empty()) Usage("--user is required");
   if (o.sessions == 0 || o.threads == 0 || o.connect_parallel == 0) Usage("zero count");
+  if (!o.tls && !o.ca_file.empty()) Usage("--ca needs --tls");
   return o;
+}
+
+// The client context for --tls (nullptr without it): TLS 1.2 or newer, OpenSSL's
+// default cipher suites; verification only with --ca.
+std::unique_ptr<ssl::context> MakeTlsContext(const Options& o) {
+  if (!o.tls) return nullptr;
+  auto context = std::make_unique<ssl::context>(ssl::context::tls_client);
+  SSL_CTX_set_min_proto_version(context->native_handle(), TLS1_2_VERSION);
+  if (o.ca_file.empty()) {
+    context->set_verify_mode(ssl::verify_none);
+  } else {
+    context->load_verify_file(o.ca_file);
+    context->set_verify_mode(ssl::verify_peer);
+  }
+  return context;
 }
 
 // ---------------------------------------------------------------------------
@@ -130,6 +160,7 @@ struct Totals {
   std::atomic<std::uint64_t> latency_ns_max{0};
   std::mutex mutex;
   std::string first_error;
+  std::string tls;  // "TLSv1.3 TLS_AES_256_GCM_SHA384" from the first handshake (--tls)
   // Per message: body size (and wire hash in verify mode) first seen by any session.
   std::vector<std::int64_t> sizes;
   std::vector<std::uint64_t> hashes;
@@ -235,8 +266,11 @@ class StreamHash {
 
 class Conn {
  public:
-  Conn(asio::any_io_executor ex, Totals& totals, std::size_t buffer_size)
-      : socket_(ex), totals_(totals), buffer_(buffer_size), chunk_(buffer_.data()) {}
+  // `tls`: implicit TLS with this context (nullptr: plain TCP).
+  Conn(asio::any_io_executor ex, Totals& totals, std::size_t buffer_size,
+       ssl::context* tls = nullptr, const Options* options = nullptr)
+      : socket_(ex), totals_(totals), tls_context_(tls), options_(options),
+        buffer_(buffer_size), chunk_(buffer_.data()) {}
 
   tcp::socket& socket() { return socket_; }
 
@@ -254,12 +288,37 @@ class Conn {
     co_await socket_.async_connect(ep, Capture(ec));
     if (ec) co_return Fail("connect: " + ec.message());
     socket_.set_option(tcp::no_delay(true), ec);
+    if (tls_context_) {
+      tls_ = std::make_unique<ssl::stream<tcp::socket&>>(socket_, *tls_context_);
+      SSL* ssl = tls_->native_handle();
+      const std::string& name = options_->server_name;
+      SSL_set_tlsext_host_name(ssl, name.c_str());
+      if (!options_->ca_file.empty()) SSL_set1_host(ssl, name.c_str());
+      waiting_since_.store(NowNs());  // the handshake is watched like a read
+      co_await tls_->async_handshake(ssl::stream_base::client, Capture(ec));
+      waiting_since_.store(0);
+      if (timed_out_.load()) ec = asio::error::timed_out;
+      if (ec) {
+        long verify = SSL_get_verify_result(ssl);
+        co_return Fail("TLS handshake: " + (verify != X509_V_OK
+                                                ? std::string(X509_verify_cert_error_string(verify))
+                                                : ec.message()));
+      }
+      std::lock_guard lock(totals_.mutex);
+      if (totals_.tls.empty()) {
+        totals_.tls = std::string(SSL_get_version(ssl)) + " " + SSL_get_cipher_name(ssl);
+      }
+    }
     co_return true;
   }
 
   asio::awaitable<bool> Send(std::string_view command) {
     error_code ec;
-    co_await asio::async_write(socket_, asio::buffer(command.data(), command.size()), Capture(ec));
+    if (tls_) {
+      co_await asio::async_write(*tls_, asio::buffer(command.data(), command.size()), Capture(ec));
+    } else {
+      co_await asio::async_write(socket_, asio::buffer(command.data(), command.size()), Capture(ec));
+    }
     if (ec) co_return Fail("write: " + ec.message());
     co_return true;
   }
@@ -394,13 +453,17 @@ class Conn {
  private:
   tcp::socket socket_;
   Totals& totals_;
+  ssl::context* tls_context_;
+  const Options* options_;
+  std::unique_ptr<ssl::stream<tcp::socket&>> tls_;  // on socket_, once connected (--tls)
   static std::int64_t NowNs() {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
   }
   // One read, with stall detection (see CheckStall).
   asio::awaitable<std::size_t> Read(error_code& ec) {
     waiting_since_.store(NowNs());
-    std::size_t n = co_await socket_.async_read_some(asio::buffer(chunk_, buffer_.size()), Capture(ec));
+    std::size_t n = tls_ ? co_await tls_->async_read_some(asio::buffer(chunk_, buffer_.size()), Capture(ec))
+                         : co_await socket_.async_read_some(asio::buffer(chunk_, buffer_.size()), Capture(ec));
     waiting_since_.store(0);
     if (timed_out_.load()) ec = asio::error::timed_out;
     co_return n;
@@ -487,12 +550,13 @@ std::string JsonString(std::string_view s) {
 
 int RunRetr(const Options& o, const tcp::endpoint& ep) {
   asio::io_context io(static_cast<int>(o.threads));
+  std::unique_ptr<ssl::context> tls = MakeTlsContext(o);
   Totals totals;
   const bool verify = o.mode == "verify";
   std::vector<std::unique_ptr<Conn>> conns;
   std::vector<std::vector<std::int64_t>> lists(o.sessions);
   for (unsigned i = 0; i < o.sessions; ++i) {
-    conns.push_back(std::make_unique<Conn>(io.get_executor(), totals, 256 * 1024));
+    conns.push_back(std::make_unique<Conn>(io.get_executor(), totals, 256 * 1024, tls.get(), &o));
   }
 
   Watchdog watchdog(conns, o.timeout);
@@ -595,13 +659,13 @@ int RunRetr(const Options& o, const tcp::endpoint& ep) {
       "\"payload_bytes\":%" PRIu64 ",\"mb_per_s\":%.2f,\"latency_ms_avg\":%.3f,\"latency_ms_max\":%.3f,"
       "\"distinct_messages\":%zu,\"mailbox_bytes\":%" PRIu64 ",\"digest\":\"%016" PRIx64 "\","
       "\"errors\":%" PRIu64 ",\"list_mismatches\":%" PRIu64 ",\"size_mismatches\":%" PRIu64
-      ",\"hash_mismatches\":%" PRIu64 ",\"first_error\":%s}\n",
+      ",\"hash_mismatches\":%" PRIu64 ",\"tls\":%s,\"first_error\":%s}\n",
       JsonString(o.mode).c_str(), JsonString(o.label).c_str(), o.sessions, totals.logged_in.load(),
       o.threads, elapsed, login_seconds, messages, messages / elapsed, payload, payload / elapsed / 1e6,
       messages ? totals.latency_ns_sum.load() / 1e6 / static_cast<double>(messages) : 0.0,
       totals.latency_ns_max.load() / 1e6, totals.sizes.size(), total_size, digest, errors,
       totals.list_mismatches.load(), totals.size_mismatches, totals.hash_mismatches,
-      JsonString(totals.first_error).c_str());
+      JsonString(totals.tls).c_str(), JsonString(totals.first_error).c_str());
   std::fflush(stdout);
   return errors == 0 && totals.logged_in.load() == o.sessions ? 0 : 1;
 }
@@ -611,11 +675,12 @@ int RunRetr(const Options& o, const tcp::endpoint& ep) {
 
 int RunIdle(const Options& o, const tcp::endpoint& ep) {
   asio::io_context io(static_cast<int>(o.threads));
+  std::unique_ptr<ssl::context> tls = MakeTlsContext(o);
   Totals totals;
   std::vector<std::unique_ptr<Conn>> conns;
   std::vector<bool> ok(o.sessions, false);
   for (unsigned i = 0; i < o.sessions; ++i) {
-    conns.push_back(std::make_unique<Conn>(io.get_executor(), totals, 4096));
+    conns.push_back(std::make_unique<Conn>(io.get_executor(), totals, 4096, tls.get(), &o));
   }
 
   Watchdog watchdog(conns, o.timeout);

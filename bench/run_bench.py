@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""popgate benchmark: direct Dovecot vs popgate vs nginx's mail proxy, in one run.
+"""popgate benchmark: direct Dovecot vs popgate vs nginx's mail proxy, and with TLS
+direct POP3S vs popgate vs stunnel, in one run.
 
-    scripts/bench.sh            # full run, about 3 minutes
-    scripts/bench.sh --quick    # smoke run, about 30 seconds
+    scripts/bench.sh              # full run, about 7 minutes
+    scripts/bench.sh --quick      # smoke run, about 80 seconds
+    scripts/bench.sh --no-tls     # plain part only, about 3 minutes
+    scripts/bench.sh --tls-only   # TLS part only, about 4 minutes
 
 Starts a private Dovecot (high-performance login set-up) with two users, "small"
 (200 x 10 KiB messages) and "large" (10 x 5 MiB), then, for each target:
@@ -18,6 +21,28 @@ mailbox at 1 and 16 concurrent sessions, and the proxy's CPU seconds per GB rela
 Finally, on fresh proxy processes, the resident memory per idle logged-in session
 (VmRSS of the proxy's processes with K sessions open, minus before, over K).
 
+Then the TLS part (skip it with --no-tls, run only it with --tls-only): Dovecot also
+serves implicit TLS (POP3S) with a certificate for localhost from a test CA made for
+the run (tests/support/pgtest/tlsca.py), and
+
+  plain client -> implicit TLS upstream:
+    direct          plaintext Dovecot (the baseline a plain client has anyway)
+    direct-pop3s    the loadgen speaks TLS to Dovecot's POP3S port itself
+    popgate-tN      popgate --upstream-tls implicit --upstream-ca CA
+                    --upstream-server-name localhost, to the POP3S port
+    stunnel         stunnel4 in client mode (client = yes, verifyChain, CAfile,
+                    checkHost = localhost), to the POP3S port
+  implicit TLS on both sides (the loadgen speaks TLS to the target, checking the chain):
+    direct-pop3s    as above
+    popgate-tN      popgate --listen-tls implicit (localhost certificate) and the
+                    upstream as above
+    stunnel-pair    one stunnel4 process with two services: a server service
+                    terminates the client's TLS and hands the plaintext over loopback
+                    to a client service that opens TLS to the POP3S port
+
+all byte-checked against the plain direct fetch and measured like the plain targets
+(rounds that visit every TLS target in turn), with the ratio popgate/stunnel.
+
 Prints a table and writes bench/results.md (and results.json) unless --out says
 otherwise. Every server listens on 127.0.0.1 on a port picked at run time and is
 stopped by PID at the end.
@@ -32,6 +57,7 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -43,6 +69,7 @@ sys.path.insert(0, str(REPO / "tests" / "support"))
 
 from pgtest import mailbox  # noqa: E402
 from pgtest.dovecot import Dovecot, free_port  # noqa: E402
+from pgtest.tlsca import TestCA  # noqa: E402
 
 USERS = {"small": "Sm4ll-bench", "large": "L4rge-bench"}
 MB = 1e6
@@ -75,6 +102,15 @@ def cpu_seconds(pid: int) -> float:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU time of a process, utime + stime of /proc/PID/stat (10 ms ticks): unlike the
+    per-task schedstat sum, it keeps the time of threads that have exited (stunnel runs
+    one thread per connection, and they end with the loadgen's sessions)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def tree_cpu_seconds(root: int) -> float:
@@ -131,6 +167,29 @@ def wait_port(host: str, port: int, proc: subprocess.Popen, what: str, timeout: 
     raise RuntimeError(f"{what} did not greet on {host}:{port} within {timeout}s")
 
 
+def wait_port_tls(host: str, port: int, proc: subprocess.Popen, what: str, ca: Path,
+                  timeout: float = 15) -> None:
+    """Wait until host:port completes a TLS handshake (chain checked against `ca`, name
+    localhost) and greets with +OK."""
+    context = ssl.create_default_context(cafile=str(ca))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        try:
+            with socket.create_connection((host, port), timeout=2) as raw:
+                with context.wrap_socket(raw, server_hostname="localhost") as s:
+                    s.settimeout(5)
+                    if s.recv(512).startswith(b"+OK"):
+                        s.sendall(b"QUIT\r\n")
+                        s.recv(512)
+                        return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not greet over TLS on {host}:{port} within {timeout}s")
+
+
 def stop_proc(proc: subprocess.Popen | None, timeout: float = 10) -> int | None:
     if proc is None or proc.poll() is not None:
         return None if proc is None else proc.returncode
@@ -150,6 +209,16 @@ class Target:
     name = "?"
     kind = "?"
     port: int
+    tls_client = False  # the loadgen must speak (implicit) TLS to it
+
+    @property
+    def label(self) -> str:
+        """The name in the tables: TLS targets are named "up/..." or "both/..." inside."""
+        return self.name.rsplit("/", 1)[-1]
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds used so far by the processes of pids()."""
+        return sum(cpu_seconds(p) for p in self.pids())
 
     def start(self) -> None: ...
 
@@ -176,38 +245,49 @@ class Target:
 class Direct(Target):
     kind = "direct"
 
-    def __init__(self, dovecot: Dovecot):
-        self.name = "direct"
-        self.port = dovecot.port
+    def __init__(self, dovecot: Dovecot, pop3s: bool = False):
+        self.name = "direct-pop3s" if pop3s else "direct"
+        self.port = dovecot.pop3s_port if pop3s else dovecot.port
+        self.tls_client = pop3s
 
 
 class Popgate(Target):
     kind = "popgate"
 
-    def __init__(self, binary: Path, upstream: str, threads: int, workdir: Path, name: str = "popgate"):
+    def __init__(self, binary: Path, upstream: str, threads: int, workdir: Path, name: str = "popgate",
+                 tls_args: tuple[str, ...] = (), listen_ca: Path | None = None):
+        """tls_args: popgate's TLS flags; listen_ca: the CA of its --listen-tls implicit
+        certificate (the loadgen then speaks TLS to it)."""
         self.name = f"{name}-t{threads}"
         self.binary = binary
         self.upstream = upstream
         self.threads = threads
         self.workdir = workdir
+        self.tls_args = tuple(tls_args)
+        self.listen_ca = listen_ca
+        self.tls_client = listen_ca is not None
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
         self.port = free_port()
-        self.log_path = self.workdir / f"{self.name}.stderr"
+        self.log_path = self.workdir / f"{self.name.replace('/', '-')}.stderr"
         self.errlog = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [str(self.binary), "--listen", f"127.0.0.1:{self.port}", "--upstream", self.upstream,
-             "--threads", str(self.threads), "--max-sessions", "20000", "--log-level", "warn"],
+             "--threads", str(self.threads), "--max-sessions", "20000", "--log-level", "warn",
+             *self.tls_args],
             stdin=subprocess.DEVNULL, stdout=self.errlog, stderr=self.errlog)
-        wait_port("127.0.0.1", self.port, self.proc, self.name)
+        if self.listen_ca:
+            wait_port_tls("127.0.0.1", self.port, self.proc, self.name, self.listen_ca)
+        else:
+            wait_port("127.0.0.1", self.port, self.proc, self.name)
 
     def stop(self) -> None:
         rc = stop_proc(self.proc)
         self.proc = None
         self.errlog.close()
         if rc not in (0, None):
-            log(f"{self.name} exited with {rc} (see {self.workdir / (self.name + '.stderr')})")
+            log(f"{self.name} exited with {rc} (see {self.log_path})")
 
     def pids(self) -> list[int]:
         return [self.proc.pid] if self.proc else []
@@ -292,6 +372,103 @@ mail {{
         return [self.proc.pid] + children(self.proc.pid) if self.proc else []
 
 
+class Stunnel(Target):
+    """stunnel4 (one process, a thread per connection), foreground, its pid file and log
+    in its own directory.
+
+    pair=False: one client service, plain in, implicit TLS out to `pop3s_port`, the
+    chain checked against the CA and the name localhost (what popgate checks).
+    pair=True: TLS on both sides, which one stunnel service cannot do: a server service
+    (the localhost certificate) relays the plaintext over loopback to a client service
+    as above, both in the same process."""
+
+    kind = "stunnel"
+
+    def __init__(self, binary: str, name: str, pop3s_port: int, ca: TestCA, workdir: Path,
+                 pair: bool = False):
+        self.name = name
+        self.binary = binary
+        self.pop3s_port = pop3s_port
+        self.ca = ca
+        self.pair = pair
+        self.tls_client = pair
+        self.dir = workdir / name.replace("/", "-")
+        self.proc: subprocess.Popen | None = None
+
+    def config(self, client_port: int) -> str:
+        d, ca = self.dir, self.ca
+        conf = f"""; written by bench/run_bench.py
+foreground = yes
+pid = {d}/stunnel.pid
+syslog = no
+output = {d}/stunnel.log
+debug = warning
+"""
+        if self.pair:
+            conf += f"""
+[pop3s-in]
+accept = 127.0.0.1:{self.port}
+connect = 127.0.0.1:{client_port}
+cert = {ca.localhost.cert}
+key = {ca.localhost.key}
+; Only so that stunnel does not log "No trusted certificates found" (LOG3): client
+; certificates are neither asked for nor checked (verify is off).
+CAfile = {ca.cert}
+"""
+        conf += f"""
+[pop3s-out]
+client = yes
+accept = 127.0.0.1:{client_port}
+connect = 127.0.0.1:{self.pop3s_port}
+sni = localhost
+verifyChain = yes
+CAfile = {ca.cert}
+checkHost = localhost
+"""
+        return conf
+
+    def start(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        client_port = self.port  # the client service's accept port
+        while self.pair and client_port == self.port:
+            client_port = free_port()
+        conf = self.dir / "stunnel.conf"
+        conf.write_text(self.config(client_port))
+        self.log_path = self.dir / "stunnel.log"
+        self.errlog = open(self.dir / "stderr", "ab")
+        self.proc = subprocess.Popen([self.binary, str(conf)], stdin=subprocess.DEVNULL,
+                                     stdout=self.errlog, stderr=self.errlog)
+        if self.pair:
+            wait_port_tls("127.0.0.1", self.port, self.proc, self.name, self.ca.cert)
+        else:
+            wait_port("127.0.0.1", self.port, self.proc, self.name)
+
+    def stop(self) -> None:
+        rc = stop_proc(self.proc)
+        self.proc = None
+        self.errlog.close()
+        if rc not in (0, None):
+            log(f"{self.name} exited with {rc} (see {self.dir})")
+
+    def pids(self) -> list[int]:
+        return [self.proc.pid] if self.proc else []
+
+    def cpu_seconds(self) -> float:
+        return sum(process_cpu_seconds(p) for p in self.pids())
+
+    def log_problems(self) -> list[str]:
+        """stunnel logs "LOGn[...]" with n the syslog level; debug = warning keeps 0-4."""
+        if not self.log_path.exists():
+            return []
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        seen, self._log_seen = getattr(self, "_log_seen", 0), len(lines)
+        bad = [l for l in lines[seen:] if any(f"LOG{n}[" in l for n in range(5))]
+        if not bad:
+            return []
+        return [f"{self.name} logged {len(bad)} warnings/errors, e.g.: " + "; ".join(bad[:3])]
+
+
 # ---------------------------------------------------------------------------- loadgen
 
 class Bench:
@@ -300,10 +477,13 @@ class Bench:
         self.dovecot = dovecot
         self.loadgen = Path(args.loadgen)
         self.failures: list[str] = []
+        self.ca: TestCA | None = None  # the TLS part's test CA
 
     def loadgen_run(self, target: Target, user: str, argv: list[str]) -> dict:
         cmd = [str(self.loadgen), "--port", str(target.port), "--user", user,
                "--pass", USERS[user], *argv]
+        if target.tls_client:
+            cmd += ["--tls", "--ca", str(self.ca.cert), "--server-name", "localhost"]
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
         if not lines:
@@ -318,7 +498,7 @@ class Bench:
     def measure(self, target: Target, user: str, sessions: int) -> dict:
         threads = 1 if sessions == 1 else self.args.loadgen_threads
         pids = target.pids()
-        cpu0 = sum(cpu_seconds(p) for p in pids)
+        cpu0 = target.cpu_seconds()
         dovecot0 = tree_cpu_seconds(self.dovecot.pid)
         busy0, t0 = machine_busy_seconds(), time.monotonic()
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -328,7 +508,7 @@ class Bench:
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         busy1, t1 = machine_busy_seconds(), time.monotonic()
         dovecot_cpu = tree_cpu_seconds(self.dovecot.pid) - dovecot0
-        cpu1 = sum(cpu_seconds(p) for p in target.pids())
+        cpu1 = target.cpu_seconds()
         r["proxy_cpu_s"] = cpu1 - cpu0 if pids else None
         gb = r["payload_bytes"] / 1e9
         r["proxy_cpu_s_per_gb"] = (r["proxy_cpu_s"] / gb) if pids and gb > 0 else None
@@ -403,18 +583,105 @@ def idle_table(idle: list[dict]) -> str:
     return "\n".join(rows)
 
 
+
+def tls_table(results: list[dict], baselines: list[tuple[str, str]], stunnel: str) -> str:
+    """The TLS part's table: `baselines` are (column, target name) pairs; "vs stunnel"
+    compares popgate's MB/s and CPU per GB with the `stunnel` target's in the same cell."""
+    by_cell = {(r["user"], r["sessions"], r["target"]): r for r in results}
+    rows = ["| mailbox | sessions | target | msg/s | MB/s | "
+            + " | ".join(col for col, _ in baselines)
+            + " | vs stunnel | proxy CPU s/GB | CPU/GB vs stunnel | avg latency ms "
+            "| MB/s per round | other load | errors |",
+            "| --- | ---: | --- | ---: | ---: | " + "---: | " * len(baselines)
+            + "---: | ---: | ---: | ---: | --- | ---: | ---: |"]
+
+    def ratio(a, b):
+        return fmt(a / b, 2) if a is not None and b else "-"
+
+    for r in results:
+        cells = []
+        for _, name in baselines:
+            base = by_cell.get((r["user"], r["sessions"], name))
+            cells.append(ratio(r["mb_per_s"], base["mb_per_s"]) if base else "-")
+        st = by_cell.get((r["user"], r["sessions"], stunnel))
+        vs_st = cpu_vs_st = "-"
+        if st and r["kind"] == "popgate":
+            vs_st = ratio(r["mb_per_s"], st["mb_per_s"])
+            cpu_vs_st = ratio(r["proxy_cpu_s_per_gb"], st["proxy_cpu_s_per_gb"])
+        bad = r["errors"] + r["list_mismatches"] + r["size_mismatches"]
+        if r["sessions_ok"] != r["sessions"]:
+            bad = f"{bad} ({r['sessions_ok']}/{r['sessions']} sessions)"
+        rounds = " / ".join(f"{x:g}" for x in r.get("rounds", [r["mb_per_s"]]))
+        rows.append(f"| {r['mailbox']} | {r['sessions']} | {r['label']} | {fmt(r['messages_per_s'])} "
+                    f"| {fmt(r['mb_per_s'])} | " + " | ".join(cells)
+                    + f" | {vs_st} | {fmt(r['proxy_cpu_s_per_gb'], 2)} | {cpu_vs_st} "
+                    f"| {fmt(r['latency_ms_avg'], 2)} | {rounds} | {r['other_load_pct']:.0f}% | {bad} |")
+    return "\n".join(rows)
+
+
+def verify_targets(bench: Bench, targets: list[Target], reference: dict[str, str],
+                   problems: list[str], started: list[Target]) -> None:
+    """Starts every target and checks both mailboxes byte for byte against `reference`."""
+    for target in targets:
+        started.append(target)  # first: one that fails to come up is still stopped
+        target.start()
+        for user in USERS:
+            v = bench.verify(target, user)
+            if v["errors"] or v["digest"] != reference[user]:
+                problems.append(
+                    f"{target.name}/{user}: digest {v['digest']} vs direct {reference[user]}, "
+                    f"errors {v['errors']} {v['first_error']}")
+
+
+def measure_rounds(bench: Bench, targets: list[Target], mailboxes: dict[str, str],
+                   session_counts: list[int]) -> list[dict]:
+    """Every cell of every (running) target, in rounds that visit every target in turn:
+    a burst of load from elsewhere on the machine then hurts all targets alike, and
+    each figure is the best of its rounds."""
+    args = bench.args
+    runs: dict[tuple, list[dict]] = {}
+    for rnd in range(args.rounds):
+        for target in targets:
+            for user in USERS:
+                for c in session_counts:
+                    r = bench.measure(target, user, c)
+                    r.update(target=target.name, user=user, mailbox=mailboxes[user], round=rnd + 1)
+                    runs.setdefault((target.name, user, c), []).append(r)
+                    log(f"  round {rnd + 1} {target.name:10} {user:5} x{c:<2}: "
+                        f"{r['messages_per_s']:9.1f} msg/s {r['mb_per_s']:8.1f} MB/s "
+                        f"errors={r['errors']} other load={r['other_load_pct']:.0f}%"
+                        + (f" cpu/GB={r['proxy_cpu_s_per_gb']:.2f}" if r['proxy_cpu_s_per_gb'] else "")
+                        + (f" ({r['first_error']})" if r['first_error'] else ""))
+    results = []
+    for key, rs in runs.items():
+        best = max(rs, key=lambda r: r["mb_per_s"])
+        best = dict(best)
+        # Errors count in every round, not only the best one.
+        for k in ("errors", "list_mismatches", "size_mismatches"):
+            best[k] = sum(r[k] for r in rs)
+        best["sessions_ok"] = min(r["sessions_ok"] for r in rs)
+        best["rounds"] = [round(r["mb_per_s"], 1) for r in rs]
+        results.append(best)
+    return results
+
+
 # ---------------------------------------------------------------------------- main
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="short smoke run (~30 s)")
+    ap.add_argument("--quick", action="store_true", help="short smoke run (~1 minute)")
     ap.add_argument("--popgate", default=os.environ.get("POPGATE_BIN", str(REPO / "build-bench" / "popgate")))
     ap.add_argument("--loadgen", default=os.environ.get("LOADGEN_BIN", str(REPO / "build-bench" / "popgate_loadgen")))
     ap.add_argument("--nginx", default="/usr/sbin/nginx")
+    ap.add_argument("--stunnel", default="/usr/bin/stunnel4")
     ap.add_argument("--duration", type=float, help="seconds per measurement (default 2, quick 1)")
     ap.add_argument("--rounds", type=int, help="measurements per cell; the best counts (default 3, quick 1)")
     ap.add_argument("--threads", default=None, help="popgate threads / nginx workers to try, e.g. 1,2")
-    ap.add_argument("--targets", default="direct,popgate,nginx")
+    ap.add_argument("--targets", default="direct,popgate,nginx,stunnel",
+                    help="kinds of target (direct covers direct-pop3s; stunnel: TLS part only)")
+    part = ap.add_mutually_exclusive_group()
+    part.add_argument("--no-tls", action="store_true", help="plain part only (no TLS part)")
+    part.add_argument("--tls-only", action="store_true", help="TLS part only (no plain part, no idle memory)")
     ap.add_argument("--extra-popgate", action="append", default=[], metavar="NAME=PATH",
                     help="also measure another popgate binary (e.g. a prototype) under NAME")
     ap.add_argument("--loadgen-threads", type=int, default=1, help="loadgen threads at 16 sessions")
@@ -435,44 +702,63 @@ def main() -> int:
     threads = [int(t) for t in (args.threads or ("2" if args.quick else "1,2")).split(",")]
     session_counts = [int(s) for s in args.sessions.split(",")]
     kinds = args.targets.split(",")
+    do_plain, do_tls = not args.tls_only, not args.no_tls
 
     for exe in (args.popgate, args.loadgen):
         if not Path(exe).exists():
             print(f"bench: {exe} not found (build it: see bench/README.md)", file=sys.stderr)
             return 2
+    if do_tls and "stunnel" in kinds and not Path(args.stunnel).exists():
+        print(f"bench: {args.stunnel} not found (Debian's stunnel4; --targets without stunnel "
+              "or --no-tls to do without)", file=sys.stderr)
+        return 2
 
     work = Path(tempfile.mkdtemp(prefix="pgbench-"))
     started: list[Target] = []
+    ca: TestCA | None = None
+    tls_conf = {}
+    if do_tls:
+        # Dovecot also serves implicit TLS (pop3s_port) with a localhost certificate from
+        # a CA made for this run; its plain port is the same as without.
+        ca = TestCA(work / "tlsca")
+        tls_conf = dict(ssl_cert=ca.localhost.cert, ssl_key=ca.localhost.key, pop3s=True)
     # pop3_no_flag_updates: RETR does not mark messages \Seen, so QUIT never renames
     # Maildir files while other sessions read them: every run sees the same mailbox.
-    dovecot = Dovecot(users=USERS, performance=True, extra_conf="pop3_no_flag_updates = yes\n")
+    dovecot = Dovecot(users=USERS, performance=True, extra_conf="pop3_no_flag_updates = yes\n",
+                      **tls_conf)
     t_start = time.monotonic()
     results: list[dict] = []
+    tls_results: list[dict] = []
     idle: list[dict] = []
+    targets: list[Target] = []
+    tls_targets: list[Target] = []
     verify_problems: list[str] = []
+    tls_version = ""
     try:
         log("starting Dovecot and writing the mailboxes")
         dovecot.start()
         bench = Bench(args, dovecot)
+        bench.ca = ca
         mailboxes = {}
         for user, spec in (("small", args.small), ("large", args.large)):
             count, size = (int(x) for x in spec.split("x"))
             dovecot.populate(user, mailbox.sized_messages(count, size, user=user))
             label = f"{count}x{size // 1024 if size < 1 << 20 else size // (1 << 20)}{'KiB' if size < 1 << 20 else 'MiB'}"
             mailboxes[user] = label
-        log(f"Dovecot on {dovecot.address}; mailboxes {mailboxes}")
+        log(f"Dovecot on {dovecot.address}"
+            + (f", POP3S on {dovecot.pop3s_port}" if do_tls else "") + f"; mailboxes {mailboxes}")
 
-        targets: list[Target] = []
-        if "direct" in kinds:
-            targets.append(Direct(dovecot))
-        for n in threads:
-            if "popgate" in kinds:
-                targets.append(Popgate(Path(args.popgate), dovecot.address, n, work))
-            for extra in args.extra_popgate:
-                name, _, path = extra.partition("=")
-                targets.append(Popgate(Path(path), dovecot.address, n, work, name=name))
-            if "nginx" in kinds:
-                targets.append(Nginx(args.nginx, dovecot.port, n, work))
+        if do_plain:
+            if "direct" in kinds:
+                targets.append(Direct(dovecot))
+            for n in threads:
+                if "popgate" in kinds:
+                    targets.append(Popgate(Path(args.popgate), dovecot.address, n, work))
+                for extra in args.extra_popgate:
+                    name, _, path = extra.partition("=")
+                    targets.append(Popgate(Path(path), dovecot.address, n, work, name=name))
+                if "nginx" in kinds:
+                    targets.append(Nginx(args.nginx, dovecot.port, n, work))
 
         reference: dict[str, str] = {}
         # Direct first: its digests are the reference, and it warms Dovecot's indexes and
@@ -487,54 +773,59 @@ def main() -> int:
         # Every target runs for the whole throughput part, and the cells are measured in
         # rounds, each round visiting every target: a burst of load from elsewhere on the
         # machine then hurts all targets alike, and each figure is the best of its rounds.
-        for target in targets:
-            target.start()
-            started.append(target)
-            for user in USERS:
-                v = bench.verify(target, user)
-                if v["errors"] or v["digest"] != reference[user]:
-                    verify_problems.append(
-                        f"{target.name}/{user}: digest {v['digest']} vs direct {reference[user]}, "
-                        f"errors {v['errors']} {v['first_error']}")
-        log(f"targets up: {', '.join(f'{t.name} on {t.port}' for t in targets)}; "
-            f"{args.rounds} round(s) of {args.duration:g} s per cell")
-        runs: dict[tuple, list[dict]] = {}
-        for rnd in range(args.rounds):
-            for target in targets:
-                for user in USERS:
-                    for c in session_counts:
-                        r = bench.measure(target, user, c)
-                        r.update(target=target.name, user=user, mailbox=mailboxes[user], round=rnd + 1)
-                        runs.setdefault((target.name, user, c), []).append(r)
-                        log(f"  round {rnd + 1} {target.name:10} {user:5} x{c:<2}: "
-                            f"{r['messages_per_s']:9.1f} msg/s {r['mb_per_s']:8.1f} MB/s "
-                            f"errors={r['errors']} other load={r['other_load_pct']:.0f}%"
-                            + (f" cpu/GB={r['proxy_cpu_s_per_gb']:.2f}" if r['proxy_cpu_s_per_gb'] else "")
-                            + (f" ({r['first_error']})" if r['first_error'] else ""))
-        for key, rs in runs.items():
-            best = max(rs, key=lambda r: r["mb_per_s"])
-            best = dict(best)
-            # Errors count in every round, not only the best one.
-            for k in ("errors", "list_mismatches", "size_mismatches"):
-                best[k] = sum(r[k] for r in rs)
-            best["sessions_ok"] = min(r["sessions_ok"] for r in rs)
-            best["rounds"] = [round(r["mb_per_s"], 1) for r in rs]
-            results.append(best)
-        for target in list(started):
-            started.remove(target)
-            target.stop()
-            verify_problems.extend(target.log_problems())
+        if do_plain:
+            verify_targets(bench, targets, reference, verify_problems, started)
+            log(f"targets up: {', '.join(f'{t.name} on {t.port}' for t in targets)}; "
+                f"{args.rounds} round(s) of {args.duration:g} s per cell")
+            results = measure_rounds(bench, targets, mailboxes, session_counts)
+            for target in list(started):
+                started.remove(target)
+                target.stop()
+                verify_problems.extend(target.log_problems())
 
-        for target in targets:
-            if target.kind == "direct":
-                continue
-            log(f"idle memory: {target.name} with {args.idle_sessions} sessions")
-            started.append(target)
-            r = bench.idle(target, args.idle_sessions)
-            started.remove(target)
-            verify_problems.extend(target.log_problems())
-            idle.append(r)
-            log(f"  {r['kib_per_session']:.1f} KiB/session ({r['logged_in']} logged in, errors={r['errors']})")
+            for target in targets:
+                if target.kind == "direct":
+                    continue
+                log(f"idle memory: {target.name} with {args.idle_sessions} sessions")
+                started.append(target)
+                r = bench.idle(target, args.idle_sessions)
+                started.remove(target)
+                verify_problems.extend(target.log_problems())
+                idle.append(r)
+                log(f"  {r['kib_per_session']:.1f} KiB/session ({r['logged_in']} logged in, errors={r['errors']})")
+
+        if do_tls:
+            # The TLS part, in rounds of its own over every TLS target.
+            upstream_tls = ("--upstream-tls", "implicit", "--upstream-ca", str(ca.cert),
+                            "--upstream-server-name", "localhost")
+            listen_tls = ("--listen-tls", "implicit", "--cert", str(ca.localhost.cert),
+                          "--key", str(ca.localhost.key))
+            popgates = [("popgate", Path(args.popgate))] if "popgate" in kinds else []
+            popgates += [(e.partition("=")[0], Path(e.partition("=")[2])) for e in args.extra_popgate]
+            if "direct" in kinds:
+                tls_targets += [Direct(dovecot), Direct(dovecot, pop3s=True)]
+            for section, tls_args, listen_ca in (("up", upstream_tls, None),
+                                                 ("both", listen_tls + upstream_tls, ca.cert)):
+                for n in threads:
+                    for name, binary in popgates:
+                        tls_targets.append(Popgate(binary, dovecot.pop3s_address, n, work,
+                                                   name=f"{section}/{name}", tls_args=tls_args,
+                                                   listen_ca=listen_ca))
+                if "stunnel" in kinds:
+                    tls_targets.append(Stunnel(args.stunnel, "up/stunnel" if section == "up"
+                                               else "both/stunnel-pair", dovecot.pop3s_port, ca,
+                                               work, pair=section == "both"))
+            verify_targets(bench, tls_targets, reference, verify_problems, started)
+            probe = next((t for t in tls_targets if t.tls_client), None)
+            if probe:
+                tls_version = bench.loadgen_run(probe, "small", ["--mode", "retr", "--count", "1"]).get("tls", "")
+            log(f"TLS targets up: {', '.join(f'{t.name} on {t.port}' for t in tls_targets)}; "
+                f"{args.rounds} round(s) of {args.duration:g} s per cell")
+            tls_results = measure_rounds(bench, tls_targets, mailboxes, session_counts)
+            for target in list(started):
+                started.remove(target)
+                target.stop()
+                verify_problems.extend(target.log_problems())
     finally:
         for t in started:
             try:
@@ -547,19 +838,31 @@ def main() -> int:
     users = list(USERS)
     results.sort(key=lambda r: (users.index(r["user"]), r["sessions"], order[r["target"]]))
     direct = {(r["user"], r["sessions"]): r for r in results if r["target"] == "direct"}
+    kind_of = {t.name: t for t in tls_targets}
+    tls_order = {t.name: i for i, t in enumerate(sorted(
+        tls_targets, key=lambda t: (t.kind != "direct", t.name != "direct", t.kind != "popgate",
+                                    t.label if t.kind == "popgate" else "", t.name)))}
+    tls_results.sort(key=lambda r: (users.index(r["user"]), r["sessions"], tls_order[r["target"]]))
+    for r in tls_results:
+        r["kind"] = kind_of[r["target"]].kind
+        r["label"] = kind_of[r["target"]].label
     elapsed = time.monotonic() - t_start
-    errors = sum(r["errors"] + r["list_mismatches"] + r["size_mismatches"] for r in results)
-    errors += sum(1 for r in results if r["sessions_ok"] != r["sessions"])
+    errors = sum(r["errors"] + r["list_mismatches"] + r["size_mismatches"] for r in results + tls_results)
+    errors += sum(1 for r in results + tls_results if r["sessions_ok"] != r["sessions"])
     errors += sum(abs(r["errors"] or 0) for r in idle)
     cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"],
                          capture_output=True, text=True).stdout.strip()
     popgate_rev = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
                                  capture_output=True, text=True).stdout.strip()
+    if Path(args.popgate).resolve() != (REPO / "build-bench" / "popgate").resolve():
+        popgate_rev += f" (binary {args.popgate})"  # POPGATE_BIN: not necessarily this tree
 
+    flags = "".join(f for f, on in ((" --quick", args.quick), (" --no-tls", args.no_tls),
+                                    (" --tls-only", args.tls_only)) if on)
     report = [
         "# popgate benchmark results",
         "",
-        f"Run {time.strftime('%Y-%m-%d %H:%M')} with `scripts/bench.sh{' --quick' if args.quick else ''}` "
+        f"Run {time.strftime('%Y-%m-%d %H:%M')} with `scripts/bench.sh{flags}` "
         f"({elapsed:.0f} s), popgate {popgate_rev}, {os.cpu_count()} CPUs ({cpu}).",
         f"Each cell: {args.duration:g} s of RETR 1..N cycling, best of {args.rounds} round(s) "
         "(rounds interleave the targets); MB = 10^6 payload octets; \"vs direct\" compares MB/s "
@@ -569,12 +872,47 @@ def main() -> int:
         "best round (on a shared machine, figures with a high one are too low). Errors are summed "
         "over all rounds.",
         "",
-        table(results, direct),
-        "",
-        f"## Memory per idle logged-in session ({args.idle_sessions} sessions, VmRSS of the proxy's processes)",
-        "",
-        idle_table(idle),
-        "",
+    ]
+    if do_plain:
+        report += [
+            table(results, direct),
+            "",
+            f"## Memory per idle logged-in session ({args.idle_sessions} sessions, VmRSS of the proxy's processes)",
+            "",
+            idle_table(idle),
+            "",
+        ]
+    if do_tls:
+        up = [r for r in tls_results if not r["target"].startswith("both/")]
+        both = [r for r in tls_results if r["target"] == "direct-pop3s" or r["target"].startswith("both/")]
+        report += [
+            "## TLS: plain client, implicit TLS upstream",
+            "",
+            "The loadgen speaks plaintext to popgate (`--upstream-tls implicit --upstream-ca CA "
+            "--upstream-server-name localhost`) and to stunnel4 in client mode (`verifyChain`, "
+            "`CAfile`, `checkHost = localhost`); both open TLS to Dovecot's POP3S port, which "
+            "serves a localhost certificate from a test CA made for the run. Baselines in the same "
+            "rounds: `direct` (plaintext Dovecot) and `direct-pop3s` (the loadgen speaks TLS to "
+            "Dovecot's POP3S port itself). \"vs stunnel\" is popgate's MB/s over stunnel's in the "
+            "same cell, \"CPU/GB vs stunnel\" the same for CPU seconds per GB (below 1: popgate "
+            "uses less). stunnel's CPU is utime+stime of its process (10 ms ticks; it runs a "
+            f"thread per connection). Negotiated: {tls_version or 'see results.json'}.",
+            "",
+            tls_table(up, [("vs direct", "direct"), ("vs pop3s", "direct-pop3s")], "up/stunnel"),
+            "",
+            "## TLS on both sides (implicit TLS to the client and to the upstream)",
+            "",
+            "The loadgen speaks TLS (checking the chain and the name localhost) to popgate "
+            "(`--listen-tls implicit --cert --key` plus the upstream flags above) and to "
+            "`stunnel-pair`: one stunnel4 process with a server service that terminates the "
+            "client's TLS and relays the plaintext over loopback to a client service like the "
+            "one above (one stunnel service cannot do TLS on both sides). Baseline: "
+            "`direct-pop3s`.",
+            "",
+            tls_table(both, [("vs pop3s", "direct-pop3s")], "both/stunnel-pair"),
+            "",
+        ]
+    report += [
         "## Byte-for-byte check",
         "",
         ("Every target delivered every message of both mailboxes with the same bytes as a direct "
@@ -593,7 +931,8 @@ def main() -> int:
     if args.out:
         Path(args.out).write_text(text)
         Path(args.out).with_suffix(".json").write_text(json.dumps(
-            {"results": results, "idle": idle, "verify_problems": verify_problems}, indent=1))
+            {"results": results, "idle": idle, "tls_results": tls_results,
+             "verify_problems": verify_problems}, indent=1))
         log(f"wrote {args.out}")
     return 0 if not verify_problems and errors == 0 else 1
 

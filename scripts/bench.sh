@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Benchmark: direct Dovecot vs popgate (no plugins) vs nginx's mail proxy, in one run.
+# Benchmark: direct Dovecot vs popgate (no plugins) vs nginx's mail proxy, then with TLS
+# (plain client -> implicit TLS upstream, and implicit TLS on both sides) direct POP3S vs
+# popgate vs stunnel4, in one run.
 #
-#   scripts/bench.sh            full run (about 3 minutes), writes bench/results.md
-#   scripts/bench.sh --quick    smoke run (about 30 seconds)
-#   scripts/bench.sh --help     all options (bench/run_bench.py)
+#   scripts/bench.sh              full run (about 7 minutes), writes bench/results.md
+#   scripts/bench.sh --quick      smoke run (about 80 seconds)
+#   scripts/bench.sh --no-tls     plain part only; --tls-only: TLS part only
+#   scripts/bench.sh --help       all options (bench/run_bench.py)
 #
 # Builds popgate and the load generator in Release mode in build-bench/ first
 # (BENCH_BUILD_DIR to change it; POPGATE_BIN / LOADGEN_BIN to use other binaries and
 # skip the build). Needs root (Dovecot's mail user, nginx's `user root`) and the
-# Debian packages of scripts/setup.sh. See bench/README.md.
+# Debian packages of scripts/setup.sh (stunnel4 for the TLS part). See bench/README.md.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
