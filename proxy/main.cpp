@@ -8,9 +8,11 @@
 #include <thread>
 #include <vector>
 
+#include "chain_from_config.h"
 #include "config/config.h"
 #include "net/asio.h"
 #include "net/server.h"
+#include "plugins/builtin.h"
 
 namespace {
 
@@ -48,9 +50,12 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "popgate: %s\n", error.what());
     return kExitConfig;
   }
-  if (!config.plugins.empty()) {
-    std::fprintf(stderr, "popgate: %s: plugins are not implemented yet\n",
-                 config.plugins.front().origin.c_str());
+  plugins::RegisterBuiltinPlugins();
+  filter::FilterChain chain;
+  try {
+    chain = ChainFromConfig(config, [](std::string_view line) { spdlog::warn("{}", line); });
+  } catch (const std::invalid_argument& error) {
+    std::fprintf(stderr, "popgate: %s\n", error.what());
     return kExitConfig;
   }
 
@@ -62,8 +67,11 @@ int main(int argc, char** argv) {
 
   unsigned threads =
       config.threads ? config.threads : std::max(1u, std::thread::hardware_concurrency());
+  // Plugins may block (spamd, a web service): their hooks run on these threads, never on
+  // an I/O thread. Declared before the io_context so it outlives every session.
+  net::asio::thread_pool filter_pool(2);
   net::asio::io_context io(static_cast<int>(threads));
-  net::Server server(io, config);
+  net::Server server(io, config, net::FilterContext{&chain, &filter_pool});
   try {
     server.Start();
   } catch (const std::exception& e) {
@@ -83,6 +91,7 @@ int main(int argc, char** argv) {
   for (unsigned i = 1; i < threads; ++i) pool.emplace_back([&io] { io.run(); });
   io.run();
   for (auto& t : pool) t.join();
+  filter_pool.join();
   spdlog::info("stopped");
   return 0;
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/python3
-"""The built-in demo: a private Dovecot with a sample mailbox, popgate in front of it,
-and curl fetching every message through popgate, showing each message's headers.
+"""The built-in demo: a private Dovecot with a sample mailbox, a private SpamAssassin
+spamd, popgate in front of Dovecot with the spam_tag plugin, and curl fetching every
+message through popgate, showing each message's headers as tagged.
 
 Everything runs on 127.0.0.1 on ports picked at run time and is stopped at the end.
 """
@@ -14,6 +15,7 @@ sys.path.insert(0, str(REPO / "tests" / "support"))
 
 from pgtest.dovecot import Dovecot  # noqa: E402
 from pgtest.popgate import Popgate  # noqa: E402
+from pgtest.spamd import Spamd  # noqa: E402
 
 USER, PASSWORD = "demo", "demo-password"
 
@@ -38,17 +40,23 @@ def headers_of(message: bytes) -> str:
 
 def main() -> int:
     binary = Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "build" / "popgate"
-    with Dovecot(users={USER: PASSWORD}) as dovecot:
+    with Spamd() as spamd, Dovecot(users={USER: PASSWORD}) as dovecot:
         dovecot.populate(USER, SAMPLE)
         print(f"Dovecot: 127.0.0.1:{dovecot.port} (user {USER}, {len(SAMPLE)} messages)")
-        with Popgate.start(["--upstream", f"127.0.0.1:{dovecot.port}"], binary=binary) as proxy:
-            print(f"popgate: 127.0.0.1:{proxy.port} -> 127.0.0.1:{dovecot.port}")
-            print("No plugins yet: spam tagging arrives with the filtering work (issue 4);"
-                  " the messages pass through unchanged.\n")
+        print(f"spamd:   {spamd.address}")
+        config = Path(dovecot.dir) / "popgate.toml"
+        config.write_text(
+            f'[upstream]\naddress = "127.0.0.1:{dovecot.port}"\n\n'
+            f'[[listen]]\naddress = "127.0.0.1:0"\n\n'
+            f'[[plugin]]\nuse = "spam_tag"\nspamd = "{spamd.address}"\n'
+            f'subject_prefix = "[SPAM] "\non_error = "pass"\n')
+        print(f"popgate config ({config}):\n{config.read_text()}")
+        with Popgate.start(["-c", str(config)], binary=binary) as proxy:
+            print(f"popgate: 127.0.0.1:{proxy.port} -> 127.0.0.1:{dovecot.port}\n")
             for n in range(1, len(SAMPLE) + 1):
                 url = f"pop3://127.0.0.1:{proxy.port}/{n}"
                 print(f"$ curl -s {url} -u {USER}:***")
-                fetched = subprocess.run(["curl", "-s", "--max-time", "20", url, "-u",
+                fetched = subprocess.run(["curl", "-s", "--max-time", "60", url, "-u",
                                           f"{USER}:{PASSWORD}"],
                                          check=True, capture_output=True).stdout
                 print(headers_of(fetched))

@@ -48,7 +48,8 @@ void SessionRegistry::StopAll() {
   for (auto& session : live) session->Stop();
 }
 
-Server::Server(asio::io_context& io, const config::Config& config) : io_(io), config_(config) {}
+Server::Server(asio::io_context& io, const config::Config& config, FilterContext filters)
+    : io_(io), config_(config), filters_(filters) {}
 
 void Server::Start() {
   for (const auto& cidr : config_.trusted_networks) {
@@ -158,7 +159,7 @@ asio::awaitable<void> Server::Accept(Listening& listening) {
     }
     auto id = next_id_++;
     auto session = std::make_shared<Session>(std::move(socket), listening.context, upstream_,
-                                             config_, registry_, id);
+                                             filters_, config_, registry_, id);
     registry_.Add(id, session);
     session->Start();
   }

@@ -11,6 +11,7 @@
 
 #include "config/config.h"
 #include "net/asio.h"
+#include "net/filtering.h"
 #include "net/session.h"
 #include "net/tls.h"
 
@@ -34,7 +35,7 @@ class SessionRegistry {
 
 class Server {
  public:
-  Server(asio::io_context& io, const config::Config& config);
+  Server(asio::io_context& io, const config::Config& config, FilterContext filters = {});
 
   // Resolves the upstream, binds every listener and starts accepting. Throws
   // std::runtime_error with a one-line reason when that fails.
@@ -62,6 +63,7 @@ class Server {
   asio::io_context& io_;
   const config::Config& config_;
   UpstreamContext upstream_;
+  FilterContext filters_;
   std::unique_ptr<ssl::context> upstream_tls_;
   std::vector<std::unique_ptr<Listening>> listening_;
   std::vector<asio::ip::network_v4> trusted_v4_;

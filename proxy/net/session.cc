@@ -52,12 +52,13 @@ const char* ToString(EndReason reason) {
 }
 
 Session::Session(tcp::socket client, const ListenerContext& listener,
-                 const UpstreamContext& upstream, const config::Config& config,
-                 SessionRegistry& registry, std::uint64_t id)
+                 const UpstreamContext& upstream, const FilterContext& filters,
+                 const config::Config& config, SessionRegistry& registry, std::uint64_t id)
     : client_(std::move(client)),
       upstream_(tcp::socket(client_.get_executor())),
       listener_(listener),
       upstream_context_(upstream),
+      filters_(filters),
       config_(config),
       registry_(registry),
       id_(id),
@@ -78,6 +79,10 @@ Session::~Session() {
   spdlog::info("session {} end client={} user={} in={} out={} duration={:.3f}s reason={}", id_,
                client_address_, user_.empty() ? "-" : LogSafe(user_, 64), bytes_from_client_,
                bytes_to_client_, elapsed, ToString(end_reason_.value_or(EndReason::kStopped)));
+  if (chain_) {
+    // SessionEnd hooks may block too: they run on the pool.
+    asio::post(*filters_.pool, [chain = chain_]() { chain->End(); });
+  }
   registry_.Remove(id_);
 }
 

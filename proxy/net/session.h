@@ -22,7 +22,9 @@
 #include <vector>
 
 #include "config/config.h"
+#include "filter/chain.h"
 #include "net/asio.h"
+#include "net/filtering.h"
 #include "net/stream.h"
 #include "pop3/command.h"
 #include "pop3/line_reader.h"
@@ -68,7 +70,8 @@ class Session : public std::enable_shared_from_this<Session> {
   using Clock = std::chrono::steady_clock;
 
   Session(tcp::socket client, const ListenerContext& listener, const UpstreamContext& upstream,
-          const config::Config& config, SessionRegistry& registry, std::uint64_t id);
+          const FilterContext& filters, const config::Config& config, SessionRegistry& registry,
+          std::uint64_t id);
   ~Session();
 
   Session(const Session&) = delete;
@@ -114,6 +117,9 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<std::optional<std::string>> ReadUpstreamLine();
   asio::awaitable<std::optional<std::string>> ReadUpstreamContent(std::size_t limit);
   asio::awaitable<bool> RelayMultiLine(const pop3::Command& command, std::string status_line);
+  // RETR and TOP through the filter chain (session_filter.cc).
+  bool FiltersMessage(const pop3::Command& command) const;
+  asio::awaitable<bool> RelayFiltered(const pop3::Command& command, std::string status_line);
   asio::awaitable<bool> WriteClient(const std::string& bytes);
   void OnAnswered(const pop3::Command& command, bool ok);
   asio::awaitable<void> FailUpstream(EndReason reason, const char* reply);
@@ -133,6 +139,8 @@ class Session : public std::enable_shared_from_this<Session> {
   Stream upstream_;
   const ListenerContext& listener_;
   const UpstreamContext& upstream_context_;
+  const FilterContext& filters_;
+  std::shared_ptr<filter::ChainSession> chain_;  // made on first use, used on the pool only
   const config::Config& config_;
   SessionRegistry& registry_;
   const std::uint64_t id_;

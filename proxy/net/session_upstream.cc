@@ -130,7 +130,13 @@ asio::awaitable<void> Session::RelayResponses() {
 
     bool ok = status == pop3::Status::kOk;
     if (ok && command.MultiLineIfOk()) {
-      if (!co_await RelayMultiLine(command, std::move(*status_line))) {
+      bool relayed = false;
+      if (FiltersMessage(command)) {
+        relayed = co_await RelayFiltered(command, std::move(*status_line));
+      } else {
+        relayed = co_await RelayMultiLine(command, std::move(*status_line));
+      }
+      if (!relayed) {
         co_return;
       }
     } else {

@@ -1,0 +1,83 @@
+#include "spam_tag/spam_tag.h"
+
+#include <stdexcept>
+#include <string>
+
+#include "plugins/options.h"
+#include "spam_tag/spamd_client.h"
+
+namespace popgate::plugins {
+namespace {
+
+struct Settings {
+  spamd::ClientOptions client;
+  std::string subject_prefix;
+};
+
+bool IsSpamHeader(std::string_view name) {
+  if (name.size() < 7) return false;
+  std::string prefix(name.substr(0, 7));
+  for (auto& c : prefix) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return prefix == "x-spam-";
+}
+
+class SpamTag final : public filter::Plugin {
+ public:
+  explicit SpamTag(std::shared_ptr<const Settings> settings) : settings_(std::move(settings)) {}
+
+  std::string_view name() const override { return "spam_tag"; }
+  filter::Hooks hooks() const override {
+    filter::Hooks hooks;
+    hooks.session = hooks.command = hooks.message_done = false;
+    return hooks;
+  }
+
+  filter::FilterResult OnMessage(const filter::SessionInfo&, const filter::MessageContext& context,
+                                 mail::Message& message) override {
+    // TOP gives part of a message: SpamAssassin would judge it on its headers alone.
+    // Tagging it differently from RETR would be worse than not tagging it.
+    if (context.partial) return filter::Verdict::kPass;
+    spamd::Result result = spamd::Check(settings_->client, message.bytes());
+    if (result.error == spamd::Error::kTooLarge) return filter::Verdict::kPass;
+    if (!result.ok()) {
+      throw std::runtime_error("spamd " + settings_->client.address + ": " +
+                               std::string(spamd::ErrorName(result.error)) + ": " + result.detail);
+    }
+    mail::Headers& headers = message.headers();
+    std::vector<std::string> forged;
+    for (const auto& field : headers) {
+      if (IsSpamHeader(field.name())) forged.emplace_back(field.name());
+    }
+    for (const auto& name : forged) headers.Remove(name);
+    for (const auto& field : result.headers) headers.Add(field.name, field.value);
+    if (!result.Find("X-Spam-Score")) headers.Add("X-Spam-Score", result.score_text);
+    if (result.is_spam && !settings_->subject_prefix.empty()) {
+      std::string subject = headers.Get("Subject").value_or("");
+      if (!subject.starts_with(settings_->subject_prefix)) {
+        headers.Set("Subject", settings_->subject_prefix + subject);
+      }
+    }
+    return filter::Verdict::kPass;
+  }
+
+ private:
+  std::shared_ptr<const Settings> settings_;
+};
+
+}  // namespace
+
+std::shared_ptr<filter::PluginFactory> MakeSpamTagFactory(const filter::Options& options) {
+  auto settings = std::make_shared<Settings>();
+  settings->client.address = OptionString(options, "spamd", "127.0.0.1:783");
+  settings->client.max_message_size = OptionInteger(options, "max_size", 512000, 1, 1 << 30);
+  settings->client.timeout = std::chrono::seconds(OptionInteger(options, "timeout", 30, 1, 3600));
+  settings->client.connect_timeout =
+      std::min(settings->client.connect_timeout, settings->client.timeout);
+  settings->subject_prefix = OptionString(options, "subject_prefix", "");
+  CheckKnownOptions(options, {"spamd", "max_size", "timeout", "subject_prefix"});
+  return filter::MakeFactory("spam_tag", [settings]() -> std::unique_ptr<filter::Plugin> {
+    return std::make_unique<SpamTag>(settings);
+  });
+}
+
+}  // namespace popgate::plugins

@@ -1,0 +1,54 @@
+#include "chain_from_config.h"
+
+#include <stdexcept>
+#include <string>
+
+#include "filter/registry.h"
+#include "plugins/options.h"
+
+namespace popgate {
+namespace {
+
+// The keys every [[plugin]] table may have, whatever the plugin; the rest is its own.
+filter::ChainEntry CommonSettings(filter::Options& options) {
+  filter::ChainEntry entry;
+  std::string on_error = plugins::OptionString(options, "on_error", "pass");
+  if (on_error == "tempfail") {
+    entry.on_error = filter::ErrorPolicy::kTempFail;
+  } else if (on_error != "pass") {
+    throw std::invalid_argument("on_error: expected \"pass\" or \"tempfail\", got \"" + on_error +
+                                "\"");
+  }
+  entry.timeout = std::chrono::seconds(plugins::OptionInteger(options, "timeout", 30, 1, 3600));
+  options.erase("on_error");
+  options.erase("timeout");
+  return entry;
+}
+
+}  // namespace
+
+filter::FilterChain ChainFromConfig(const config::Config& config, filter::LogFn log) {
+  std::vector<filter::ChainEntry> entries;
+  for (const auto& spec : config.plugins) {
+    const std::string where = spec.origin + ": plugin " + spec.use;
+    auto build = filter::FindBuiltin(spec.use);
+    if (!build) {
+      std::string known;
+      for (const auto& name : filter::BuiltinNames()) known += (known.empty() ? "" : ", ") + name;
+      throw std::invalid_argument(where + ": unknown plugin (built in: " + known +
+                                  "; Python and shared-object plugins are not built yet)");
+    }
+    filter::Options options(spec.options.begin(), spec.options.end());
+    try {
+      filter::ChainEntry entry = CommonSettings(options);
+      // The plugin's own timeout option, if it has one, is its own; the chain's is kept.
+      entry.factory = build(options);
+      entries.push_back(std::move(entry));
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(where + ": " + e.what());
+    }
+  }
+  return filter::FilterChain(std::move(entries), std::move(log));
+}
+
+}  // namespace popgate
