@@ -11,6 +11,7 @@
 #include "chain_from_config.h"
 #include "config/config.h"
 #include "net/asio.h"
+#include "net/io_pool.h"
 #include "net/server.h"
 #include "plugins/builtin.h"
 
@@ -70,7 +71,7 @@ int main(int argc, char** argv) {
   // Plugins may block (spamd, a web service): their hooks run on these threads, never on
   // an I/O thread. Declared before the io_context so it outlives every session.
   net::asio::thread_pool filter_pool(2);
-  net::asio::io_context io(static_cast<int>(threads));
+  net::IoPool io(threads);
   net::Server server(io, config, net::FilterContext{&chain, &filter_pool});
   try {
     server.Start();
@@ -80,17 +81,14 @@ int main(int argc, char** argv) {
   }
 
   // SIGTERM/SIGINT: stop accepting, let sessions finish, then stop the threads.
-  net::asio::signal_set signals(io, SIGTERM, SIGINT);
+  net::asio::signal_set signals(io.main(), SIGTERM, SIGINT);
   signals.async_wait([&](const net::error_code& ec, int signal) {
     if (ec) return;
     spdlog::info("signal {} received", signal);
-    server.Shutdown([&io] { io.stop(); });
+    server.Shutdown([&io] { io.Stop(); });
   });
 
-  std::vector<std::thread> pool;
-  for (unsigned i = 1; i < threads; ++i) pool.emplace_back([&io] { io.run(); });
-  io.run();
-  for (auto& t : pool) t.join();
+  io.Run();
   filter_pool.join();
   spdlog::info("stopped");
   return 0;

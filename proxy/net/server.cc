@@ -48,8 +48,8 @@ void SessionRegistry::StopAll() {
   for (auto& session : live) session->Stop();
 }
 
-Server::Server(asio::io_context& io, const config::Config& config, FilterContext filters)
-    : io_(io), config_(config), filters_(filters) {}
+Server::Server(IoPool& io, const config::Config& config, FilterContext filters)
+    : pool_(io), io_(io.main()), config_(config), filters_(filters) {}
 
 void Server::Start() {
   for (const auto& cidr : config_.trusted_networks) {
@@ -139,8 +139,10 @@ asio::awaitable<void> Server::Accept(Listening& listening) {
   tcp::acceptor& acceptor = *listening.acceptor;
   while (!stopping_) {
     error_code ec;
-    // Each session gets its own strand: its coroutines never run concurrently.
-    tcp::socket socket = co_await acceptor.async_accept(asio::make_strand(io_), Capture(ec));
+    // Sessions are dealt out to the I/O threads in turn; each gets its own strand, so
+    // its coroutines never run concurrently whatever the threading.
+    tcp::socket socket =
+        co_await acceptor.async_accept(asio::make_strand(pool_.Next()), Capture(ec));
     if (ec) {
       if (stopping_ || ec == asio::error::operation_aborted) break;
       // EMFILE and friends: log, pause briefly, go on (the listener must survive).

@@ -12,6 +12,7 @@
 #include "config/config.h"
 #include "net/asio.h"
 #include "net/filtering.h"
+#include "net/io_pool.h"
 #include "net/session.h"
 #include "net/tls.h"
 
@@ -35,7 +36,7 @@ class SessionRegistry {
 
 class Server {
  public:
-  Server(asio::io_context& io, const config::Config& config, FilterContext filters = {});
+  Server(IoPool& io, const config::Config& config, FilterContext filters = {});
 
   // Resolves the upstream, binds every listener and starts accepting. Throws
   // std::runtime_error with a one-line reason when that fails.
@@ -60,7 +61,8 @@ class Server {
   asio::awaitable<void> Refuse(tcp::socket socket, ssl::context* implicit_tls);
   asio::awaitable<void> Drain(std::function<void()> done);
 
-  asio::io_context& io_;
+  IoPool& pool_;
+  asio::io_context& io_;  // pool_.main(): listeners and the drain
   const config::Config& config_;
   UpstreamContext upstream_;
   FilterContext filters_;
