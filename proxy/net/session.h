@@ -117,6 +117,8 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<std::optional<std::string>> ReadUpstreamLine();
   asio::awaitable<std::optional<std::string>> ReadUpstreamContent(std::size_t limit);
   asio::awaitable<bool> RelayMultiLine(const pop3::Command& command, std::string status_line);
+  // Sends client_out_ (the rest of a multi-line response) and the terminating line.
+  asio::awaitable<bool> WriteEndOfResponse();
   // RETR and TOP through the filter chain (session_filter.cc).
   bool FiltersMessage(const pop3::Command& command) const;
   asio::awaitable<bool> RelayFiltered(const pop3::Command& command, std::string status_line);

@@ -86,12 +86,7 @@ asio::awaitable<bool> Session::RelayFiltered(const pop3::Command& command,
     client_out_ = std::move(status_line);
     client_out_ += "\r\n";
     client_out_ += result.wire;
-    client_out_ += pop3::kTerminator;
-    responding_ = true;
-    bool written = co_await WriteClient(client_out_);
-    client_out_.clear();
-    ShrinkIfLarge(client_out_);
-    co_return written;
+    co_return co_await WriteEndOfResponse();
   }
   // Withheld. A reject would be quarantined first; until the quarantine exists it is
   // treated as a temporary failure, so nothing is ever lost: the upstream still has it.

@@ -225,6 +225,10 @@ asio::awaitable<bool> Session::RelayMultiLine(const pop3::Command& command,
     capabilities.Rewrite(policy);
     pop3::StuffLines(capabilities.Serialize(), client_out_);
   }
+  co_return co_await WriteEndOfResponse();
+}
+
+asio::awaitable<bool> Session::WriteEndOfResponse() {
   client_out_ += pop3::kTerminator;
   responding_ = true;
   bool written = co_await WriteClient(client_out_);
