@@ -21,18 +21,9 @@
 #include <variant>
 #include <vector>
 
+#include "fuzz_support.h"
 #include "pop3/command.h"
 #include "pop3/line_reader.h"
-
-// Not assert(): the replay build is a release build (NDEBUG). abort() is what libFuzzer
-// reports as a crash, saving the input.
-#define FUZZ_CHECK(cond)                                                                \
-  do {                                                                                  \
-    if (!(cond)) {                                                                      \
-      std::fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #cond); \
-      std::abort();                                                                     \
-    }                                                                                   \
-  } while (0)
 
 namespace {
 
@@ -250,21 +241,6 @@ std::vector<ReaderLine> ReferenceLines(std::string_view data, std::size_t cap) {
   return lines;
 }
 
-// Deterministic pseudo-random numbers derived from the input (split points).
-struct Rng {
-  std::uint64_t state;
-  explicit Rng(std::string_view data) : state(0xcbf29ce484222325ULL) {
-    for (unsigned char c : data) state = (state ^ c) * 0x100000001b3ULL;
-    state |= 1;
-  }
-  std::uint64_t Next() {
-    state ^= state << 13;
-    state ^= state >> 7;
-    state ^= state << 17;
-    return state;
-  }
-};
-
 std::vector<ReaderLine> RunReader(std::string_view data, std::size_t cap,
                                   const std::vector<std::size_t>& chunk_sizes) {
   LineReader reader(cap);
@@ -316,7 +292,7 @@ void CheckReader(std::string_view data, std::size_t cap) {
   const std::vector<ReaderLine> whole = RunReader(data, cap, {});
   FUZZ_CHECK(whole == expected);
 
-  Rng rng(data);
+  popgate::fuzz::Rng rng(data, 0xcbf29ce484222325ULL);
   std::vector<std::size_t> sizes;
   for (int i = 0; i < 16; ++i) sizes.push_back(1 + rng.Next() % (cap + 40));
   FUZZ_CHECK(RunReader(data, cap, sizes) == expected);

@@ -22,15 +22,8 @@
 #include <string_view>
 #include <vector>
 
+#include "fuzz_support.h"
 #include "pop3/multiline.h"
-
-#define FUZZ_CHECK(cond)                                                                \
-  do {                                                                                  \
-    if (!(cond)) {                                                                      \
-      std::fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #cond); \
-      std::abort();                                                                     \
-    }                                                                                   \
-  } while (0)
 
 namespace {
 
@@ -177,20 +170,6 @@ std::string CanonicalLines(std::string_view content) {
 
 Result DecodeWhole(std::string_view data, Output mode) { return Decode(data, mode, {}); }
 
-struct Rng {
-  std::uint64_t state;
-  explicit Rng(std::string_view data) : state(0x9e3779b97f4a7c15ULL) {
-    for (unsigned char c : data) state = (state ^ c) * 0x100000001b3ULL;
-    state |= 1;
-  }
-  std::uint64_t Next() {
-    state ^= state << 13;
-    state ^= state >> 7;
-    state ^= state << 17;
-    return state;
-  }
-};
-
 void CheckMode(std::string_view data, Output mode) {
   const Result expected = Reference(data, mode);
   const Result whole = DecodeWhole(data, mode);
@@ -202,7 +181,7 @@ void CheckMode(std::string_view data, Output mode) {
   FUZZ_CHECK(whole == expected);
 
   // Cut points derived from the data; the first bytes steer how many.
-  Rng rng(data);
+  popgate::fuzz::Rng rng(data, 0x9e3779b97f4a7c15ULL);
   std::vector<std::size_t> cuts;
   const std::size_t count = data.empty() ? 0 : 1 + static_cast<unsigned char>(data[0]) % 12;
   for (std::size_t i = 0; i < count; ++i) cuts.push_back(rng.Next() % (data.size() + 1));
