@@ -28,6 +28,7 @@
 #include "net/stream.h"
 #include "pop3/command.h"
 #include "pop3/line_reader.h"
+#include "pop3/multiline.h"
 
 namespace popgate::net {
 
@@ -115,7 +116,14 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // Upstream side.
   asio::awaitable<std::optional<std::string>> ReadUpstreamLine();
+  // A whole multi-line body, un-stuffed, up to `limit` octets (CAPA before STLS, filtered
+  // messages).
   asio::awaitable<std::optional<std::string>> ReadUpstreamContent(std::size_t limit);
+  // Reads the next upstream chunk of a multi-line response into `decoder`, appending to
+  // `out`. Nullopt when the read failed (the failure has been handled; `during` names
+  // the command in the log, or nothing is logged when empty).
+  asio::awaitable<std::optional<pop3::MultiLineDecoder::Progress>> DecodeNextChunk(
+      pop3::MultiLineDecoder& decoder, std::string& out, std::string_view during);
   asio::awaitable<bool> RelayMultiLine(const pop3::Command& command, std::string status_line);
   // Sends client_out_ (the rest of a multi-line response) and the terminating line.
   asio::awaitable<bool> WriteEndOfResponse();

@@ -4,7 +4,6 @@
 #include "net/session.h"
 #include "net/session_internal.h"
 #include "pop3/capa.h"
-#include "pop3/multiline.h"
 #include "pop3/response.h"
 
 // Session: TLS on both legs, STLS, and the plaintext-login policy.
@@ -94,30 +93,6 @@ asio::awaitable<bool> Session::NegotiateUpstreamStls() {
     co_return false;
   }
   co_return true;
-}
-
-asio::awaitable<std::optional<std::string>> Session::ReadUpstreamContent(std::size_t limit) {
-  pop3::MultiLineDecoder decoder;
-  std::string content;
-  auto progress = decoder.Feed(upstream_in_, content);
-  upstream_in_.erase(0, progress.consumed);
-  while (!progress.done) {
-    if (content.size() > limit) {
-      co_await FailUpstream(EndReason::kUpstreamInvalid, kUpstreamInvalid);
-      co_return std::nullopt;
-    }
-    SetUpstreamDeadline(Clock::now() + config_.timeouts.upstream);
-    error_code ec;
-    std::string_view chunk = co_await upstream_.ReadSome(ec);
-    SetUpstreamDeadline(Clock::time_point::max());
-    if (ec) {
-      co_await FailUpstreamRead();
-      co_return std::nullopt;
-    }
-    progress = decoder.Feed(chunk, content);
-    if (progress.done) upstream_in_.append(chunk.substr(progress.consumed));
-  }
-  co_return content;
 }
 
 const char* Session::LoginRefusal(const pop3::Command& command) const {

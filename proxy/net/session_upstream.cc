@@ -178,6 +178,45 @@ void Session::OnAnswered(const pop3::Command& command, bool ok) {
   }
 }
 
+asio::awaitable<std::optional<pop3::MultiLineDecoder::Progress>> Session::DecodeNextChunk(
+    pop3::MultiLineDecoder& decoder, std::string& out, std::string_view during) {
+  SetUpstreamDeadline(Clock::now() + config_.timeouts.upstream);
+  error_code ec;
+  std::string_view chunk = co_await upstream_.ReadSome(ec);
+  SetUpstreamDeadline(Clock::time_point::max());
+  if (ec) {
+    if (!during.empty()) {
+      spdlog::warn("session {} upstream failed during {} response: {}", id_, during,
+                   end_reason_ == EndReason::kUpstreamTimeout ? "timeout" : ec.message());
+    }
+    co_await FailUpstreamRead();
+    co_return std::nullopt;
+  }
+  auto progress = decoder.Feed(chunk, out);
+  // Bytes after the end belong to the next response (pipelining).
+  if (progress.done) upstream_in_.append(chunk.substr(progress.consumed));
+  co_return progress;
+}
+
+asio::awaitable<std::optional<std::string>> Session::ReadUpstreamContent(std::size_t limit) {
+  pop3::MultiLineDecoder decoder;
+  std::string content;
+  auto progress = decoder.Feed(upstream_in_, content);
+  upstream_in_.erase(0, progress.consumed);
+  while (!progress.done) {
+    if (content.size() > limit) {
+      co_await FailUpstream(EndReason::kUpstreamInvalid, kUpstreamInvalid);
+      co_return std::nullopt;
+    }
+    auto next = co_await DecodeNextChunk(decoder, content, {});
+    if (!next) {
+      co_return std::nullopt;
+    }
+    progress = *next;
+  }
+  co_return content;
+}
+
 asio::awaitable<bool> Session::RelayMultiLine(const pop3::Command& command,
                                               std::string status_line) {
   const bool is_capa = command.verb == Verb::kCapa;
@@ -203,18 +242,11 @@ asio::awaitable<bool> Session::RelayMultiLine(const pop3::Command& command,
       }
       client_out_.clear();
     }
-    SetUpstreamDeadline(Clock::now() + config_.timeouts.upstream);
-    error_code ec;
-    std::string_view chunk = co_await upstream_.ReadSome(ec);
-    SetUpstreamDeadline(Clock::time_point::max());
-    if (ec) {
-      spdlog::warn("session {} upstream failed during {} response: {}", id_, command.keyword,
-                   end_reason_ == EndReason::kUpstreamTimeout ? "timeout" : ec.message());
-      co_await FailUpstreamRead();
+    auto next = co_await DecodeNextChunk(decoder, decoded, command.keyword);
+    if (!next) {
       co_return false;
     }
-    progress = decoder.Feed(chunk, decoded);
-    if (progress.done) upstream_in_.append(chunk.substr(progress.consumed));
+    progress = *next;
   }
 
   if (is_capa) {
