@@ -73,20 +73,21 @@ int main(int argc, char** argv) {
   net::asio::thread_pool filter_pool(2);
   net::IoPool io(threads);
   net::Server server(io, config, net::FilterContext{&chain, &filter_pool});
-  try {
-    server.Start();
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "popgate: %s\n", e.what());
-    return kExitConfig;
-  }
-
-  // SIGTERM/SIGINT: stop accepting, let sessions finish, then stop the threads.
+  // SIGTERM/SIGINT: stop accepting, let sessions finish, then stop the threads. The
+  // handler is installed before the listeners announce themselves, so a signal sent as
+  // soon as "listening" is logged is never met by the default action (death by signal).
   net::asio::signal_set signals(io.main(), SIGTERM, SIGINT);
   signals.async_wait([&](const net::error_code& ec, int signal) {
     if (ec) return;
     spdlog::info("signal {} received", signal);
     server.Shutdown([&io] { io.Stop(); });
   });
+  try {
+    server.Start();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "popgate: %s\n", e.what());
+    return kExitConfig;
+  }
 
   io.Run();
   filter_pool.join();
