@@ -18,6 +18,14 @@ scripts/build.sh build-asan -DCMAKE_BUILD_TYPE=Debug -DPOPGATE_SANITIZE=ON
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure --timeout 900
 
+# Where threads meet: the hook threads that run plugins with a timeout, the chain that
+# hands them work, and the spamd client's sockets used from many sessions at once.
+echo "== TSan build of the threaded unit tests"
+cmake -S . -B build-tsan -G Ninja -DPython3_EXECUTABLE=/usr/bin/python3 \
+  -DCMAKE_BUILD_TYPE=Debug -DPOPGATE_TSAN=ON >/dev/null
+cmake --build build-tsan -j2 --target filter_test
+TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 build-tsan/filter_test
+
 if [ -x scripts/fuzz.sh ]; then
   echo "== libFuzzer, briefly"
   scripts/fuzz.sh "${POPGATE_FUZZ_SECONDS:-30}"

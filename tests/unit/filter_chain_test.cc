@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "filter/chain.h"
+#include "filter/hook_threads.h"
 #include "filter/registry.h"
 
 namespace popgate::filter {
@@ -411,6 +412,41 @@ TEST_F(ChainTest, AbandonedCallOutlivesTheSession) {
   gate->set_value();
   for (std::thread& worker : workers) worker.join();
   EXPECT_EQ(trace_->created, 1);
+}
+
+// The invoker popgate runs with: hook threads that give up on a call after its plugin's
+// timeout. The chain goes on at once; the stuck call finishes later on its own thread
+// (run under TSan to see the hand-over).
+TEST_F(ChainTest, HookThreadsGiveUpOnASlowPluginAndTheNextMessageGetsAFreshInstance) {
+  auto gate = std::make_shared<std::promise<void>>();
+  std::shared_future<void> released = gate->get_future().share();
+  Behaviour b;
+  b.message = [released](const MessageContext&, mail::Message& message) {
+    released.wait();
+    message.headers().Add("X-Slow", "done");
+    return FilterResult::Pass();
+  };
+  Use("slow", b, ErrorPolicy::kPass);
+  entries_.back().timeout = 100ms;
+  HookThreads threads;
+  Invoker invoker = [&threads](std::function<void()> call, std::chrono::milliseconds timeout) {
+    return threads.Run(std::move(call), timeout);
+  };
+  ChainSession session = Session(invoker);
+  mail::Message first(kMessage);
+  auto started = std::chrono::steady_clock::now();
+  MessageReport report = session.RunMessage(Retr(1), first);
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 2s);
+  EXPECT_EQ(report.runs[0].failure, PluginRun::Failure::kTimeout);
+  EXPECT_FALSE(first.modified());
+
+  gate->set_value();
+  mail::Message second(kMessage);
+  report = session.RunMessage(Retr(2), second);
+  EXPECT_EQ(report.runs[0].failure, PluginRun::Failure::kNone);
+  EXPECT_TRUE(second.headers().Has("X-Slow"));
+  EXPECT_EQ(trace_->created, 2);
+  session.End();
 }
 
 TEST_F(ChainTest, UnavailablePluginWithPassPolicyIsSkipped) {
