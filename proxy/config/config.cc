@@ -48,6 +48,7 @@ constexpr IntRange kThreadsRange{0, 256, ""};
 constexpr IntRange kSessionsRange{1, 1'000'000, ""};
 // RFC 1939 §3: a response line may be 512 octets; more than 1 MiB is no status line.
 constexpr IntRange kUpstreamLineRange{512, 1 << 20, " bytes"};
+constexpr IntRange kFilterSizeRange{1024, 1024LL * 1024 * 1024, " bytes"};
 // An AUTH line is never held to less than a command line (255 octets, RFC 2449 §4).
 constexpr IntRange kAuthLineRange{255, 1 << 20, " bytes"};
 
@@ -534,21 +535,25 @@ PluginSpec ReadPlugin(const TableReader& table) {
 }
 
 void ReadTimeouts(const TableReader& table, Timeouts& timeouts) {
-  table.OnlyKeys({"upstream", "idle", "drain"});
+  table.OnlyKeys({"upstream", "idle", "drain", "filter_keepalive"});
   if (auto s = table.Integer("upstream", kTimeoutRange)) {
     timeouts.upstream = std::chrono::seconds(*s);
   }
   if (auto s = table.Integer("idle", kTimeoutRange)) timeouts.idle = std::chrono::seconds(*s);
   if (auto s = table.Integer("drain", kTimeoutRange)) timeouts.drain = std::chrono::seconds(*s);
+  if (auto s = table.Integer("filter_keepalive", kTimeoutRange)) {
+    timeouts.filter_keepalive = std::chrono::seconds(*s);
+  }
 }
 
 void ReadLimits(const TableReader& table, Limits& limits) {
-  table.OnlyKeys({"max_sessions", "max_upstream_line", "max_auth_line"});
+  table.OnlyKeys({"max_sessions", "max_upstream_line", "max_auth_line", "max_filter_size"});
   if (auto n = table.Integer("max_sessions", kSessionsRange)) limits.max_sessions = *n;
   if (auto n = table.Integer("max_upstream_line", kUpstreamLineRange)) {
     limits.max_upstream_line = *n;
   }
   if (auto n = table.Integer("max_auth_line", kAuthLineRange)) limits.max_auth_line = *n;
+  if (auto n = table.Integer("max_filter_size", kFilterSizeRange)) limits.max_filter_size = *n;
 }
 
 void ReadQuarantine(const TableReader& table, Config& config) {
@@ -645,6 +650,8 @@ struct Flags {
   std::optional<std::string> log_level;
   std::optional<std::string> max_sessions;
   std::optional<std::string> max_upstream_line;
+  std::optional<std::string> max_filter_size;
+  std::optional<std::string> filter_keepalive;
   std::vector<std::string> pass_through;
   std::vector<std::string> trusted_networks;
 };
@@ -684,6 +691,10 @@ void DeclareFlags(CLI::App& app, Flags& flags) {
   text("--max-sessions", flags.max_sessions, "N", "concurrent sessions (default 1000)");
   text("--max-upstream-line", flags.max_upstream_line, "BYTES",
        "longest status line from the server (default 4096)");
+  text("--max-filter-size", flags.max_filter_size, "BYTES",
+       "larger messages pass the plugins unfiltered (default 8388608)");
+  text("--filter-keepalive", flags.filter_keepalive, "SECONDS",
+       "keep a client waiting on a slow plugin alive after this long (default 10)");
   list("--pass-through", flags.pass_through, "CMD", "relay this unknown command; repeatable");
   list("--trusted-network", flags.trusted_networks, "CIDR",
        "may log in without TLS where TLS is offered (default loopback); repeatable");
@@ -771,6 +782,14 @@ void ApplyTimeoutAndLimitFlags(const Flags& flags, Config& config) {
   if (flags.max_upstream_line) {
     config.limits.max_upstream_line =
         ParseIntegerFlag(*flags.max_upstream_line, kUpstreamLineRange, "--max-upstream-line");
+  }
+  if (flags.max_filter_size) {
+    config.limits.max_filter_size =
+        ParseIntegerFlag(*flags.max_filter_size, kFilterSizeRange, "--max-filter-size");
+  }
+  if (flags.filter_keepalive) {
+    config.timeouts.filter_keepalive = std::chrono::seconds(
+        ParseIntegerFlag(*flags.filter_keepalive, kTimeoutRange, "--filter-keepalive"));
   }
 }
 

@@ -47,6 +47,9 @@ struct Timeouts {
   std::chrono::seconds upstream{60};  // connect, greeting, start of each response, stalls
   std::chrono::seconds idle{600};     // client silent with nothing outstanding (RFC 1939 §3)
   std::chrono::seconds drain{30};     // after SIGTERM, how long sessions may finish
+  // A message still in the filter chain after this long: keep the client's connection
+  // alive with the message's own first bytes (and the upstream's with NOOP).
+  std::chrono::seconds filter_keepalive{10};
 };
 
 struct Limits {
@@ -54,6 +57,9 @@ struct Limits {
   std::size_t max_command_line = 255;    // octets incl. CRLF (RFC 2449 §4)
   std::size_t max_auth_line = 16384;     // SASL lines (XOAUTH2 exceeds 255)
   std::size_t max_upstream_line = 4096;  // status lines and greeting from the upstream
+  // Messages up to this size are held in memory for the filter chain; larger ones pass
+  // unfiltered (logged), so memory per filtered RETR is bounded by it.
+  std::size_t max_filter_size = 8 * 1024 * 1024;
 };
 
 enum class LogLevel { kTrace, kDebug, kInfo, kWarn, kError };

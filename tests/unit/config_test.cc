@@ -93,10 +93,12 @@ void ExpectDefaultsExceptUpstream(const Config& config) {
   EXPECT_EQ(config.timeouts.upstream, seconds(60));
   EXPECT_EQ(config.timeouts.idle, seconds(600));
   EXPECT_EQ(config.timeouts.drain, seconds(30));
+  EXPECT_EQ(config.timeouts.filter_keepalive, seconds(10));
   EXPECT_EQ(config.limits.max_sessions, 1000u);
   EXPECT_EQ(config.limits.max_command_line, 255u);
   EXPECT_EQ(config.limits.max_auth_line, 16384u);
   EXPECT_EQ(config.limits.max_upstream_line, 4096u);
+  EXPECT_EQ(config.limits.max_filter_size, 8u * 1024 * 1024);
   EXPECT_TRUE(config.pass_through_commands.empty());
   EXPECT_EQ(config.quarantine_path, "");
 }
@@ -166,6 +168,8 @@ TEST(ConfigFlags, EveryFlag) {
       "--log-level", "debug",
       "--max-sessions", "50",
       "--max-upstream-line", "8192",
+      "--max-filter-size", "1048576",
+      "--filter-keepalive", "3",
       "--pass-through", "xtnd",
       "--pass-through", "X2",
   });
@@ -194,6 +198,8 @@ TEST(ConfigFlags, EveryFlag) {
   EXPECT_EQ(config.log_level, LogLevel::kDebug);
   EXPECT_EQ(config.limits.max_sessions, 50u);
   EXPECT_EQ(config.limits.max_upstream_line, 8192u);
+  EXPECT_EQ(config.limits.max_filter_size, 1048576u);
+  EXPECT_EQ(config.timeouts.filter_keepalive, seconds(3));
   EXPECT_EQ(config.pass_through_commands, (std::vector<std::string>{"XTND", "X2"}));
 }
 
@@ -276,6 +282,10 @@ TEST(ConfigFlags, Errors) {
             "--max-sessions: must be 1..1000000, got 0");
   EXPECT_EQ(ArgsError({"--upstream", "h:1", "--max-upstream-line", "511"}),
             "--max-upstream-line: must be 512..1048576 bytes, got 511");
+  EXPECT_EQ(ArgsError({"--upstream", "h:1", "--max-filter-size", "1000"}),
+            "--max-filter-size: must be 1024..1073741824 bytes, got 1000");
+  EXPECT_EQ(ArgsError({"--upstream", "h:1", "--filter-keepalive", "0"}),
+            "--filter-keepalive: must be 1..86400 seconds, got 0");
   EXPECT_EQ(ArgsError({"--upstream", "h:1", "--log-level", "verbose"}),
             "--log-level: expected trace|debug|info|warn|error, got \"verbose\"");
   EXPECT_EQ(ArgsError({"--upstream", "h:1", "--plugin", ""}),
@@ -610,10 +620,11 @@ TEST(ConfigFileErrors, UnknownKeysNameTheirLine) {
       TomlError("[[listen]]\naddress = \"h:1\"\n[[listen]]\naddress = \"h:2\"\ncrt = \"c\"\n"),
       "p.toml:5: listen[1].crt: unknown key (expected one of: address, tls, cert, key)");
   EXPECT_EQ(TomlError("[timeouts]\nidle = 700\nconnect = 5\n"),
-            "p.toml:3: timeouts.connect: unknown key (expected one of: upstream, idle, drain)");
+            "p.toml:3: timeouts.connect: unknown key (expected one of: upstream, idle, drain, "
+            "filter_keepalive)");
   EXPECT_EQ(TomlError("[limits]\nmax_session = 5\n"),
             "p.toml:2: limits.max_session: unknown key (expected one of: max_sessions, "
-            "max_upstream_line, max_auth_line)");
+            "max_upstream_line, max_auth_line, max_filter_size)");
   // A misspelt table is reported at its header.
   EXPECT_EQ(TomlError("threads = 1\n\n[timeout]\nidle = 5\n").substr(0, 26),
             "p.toml:3: timeout: unknown");
