@@ -164,4 +164,31 @@ void StuffLines(std::string_view content, std::string& out) {
   }
 }
 
+void UnstuffLines(std::string_view wire, std::string& out) {
+  out.reserve(out.size() + wire.size());
+  std::size_t pos = 0;
+  while (pos < wire.size()) {
+    std::size_t lf = wire.find('\n', pos);
+    std::size_t next = lf == std::string_view::npos ? wire.size() : lf + 1;
+    if (wire[pos] == '.') ++pos;
+    out.append(wire.substr(pos, next - pos));
+    pos = next;
+  }
+}
+
+std::size_t HeaderBlockEnd(std::string_view content) {
+  if (content.starts_with("\r\n")) return 2;
+  std::size_t blank = content.find("\r\n\r\n");
+  return blank == std::string_view::npos ? content.size() : blank + 4;
+}
+
+std::size_t TopLength(std::string_view content, std::uint64_t body_lines) {
+  std::size_t end = HeaderBlockEnd(content);
+  for (std::uint64_t line = 0; line < body_lines && end < content.size(); ++line) {
+    std::size_t lf = content.find('\n', end);
+    end = lf == std::string_view::npos ? content.size() : lf + 1;
+  }
+  return end;
+}
+
 }  // namespace popgate::pop3

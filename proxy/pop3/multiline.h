@@ -14,6 +14,7 @@
 // lines of any length.
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -66,6 +67,18 @@ class MultiLineDecoder {
 // CRLF everywhere, a leading "." doubled. If `content` doesn't end in a line break, one
 // is added. Does not add the terminator.
 void StuffLines(std::string_view content, std::string& out);
+
+// The inverse of StuffLines for what it (or a kStuffed decoder) produced: appends
+// `wire` to `out` with the extra "." of each stuffed line removed.
+void UnstuffLines(std::string_view wire, std::string& out);
+
+// Where the header block of canonical content (CRLF line ends) ends: just past the blank
+// line, or content.size() when there is none (a message of headers only).
+std::size_t HeaderBlockEnd(std::string_view content);
+
+// The length of what "TOP msg n" returns of canonical content: the header block, the
+// blank line and the first `body_lines` lines of the body (RFC 1939 §7).
+std::size_t TopLength(std::string_view content, std::uint64_t body_lines);
 
 // The terminating line.
 inline constexpr std::string_view kTerminator = ".\r\n";

@@ -175,7 +175,35 @@ TEST(StuffLinesTest, RoundTripOverRandomBytes) {
 
     Decoded relayed = DecodeSplit(wire, Output::kStuffed, {cut});
     EXPECT_EQ(relayed.out + std::string(kTerminator), wire) << "round " << round;
+
+    // What the relay holds (stuffed) unstuffs to what the filter chain must see.
+    std::string back;
+    UnstuffLines(relayed.out, back);
+    EXPECT_EQ(back, d.out) << "round " << round;
   }
+}
+
+TEST(UnstuffLinesTest, RemovesOneDotFromStuffedLinesOnly) {
+  std::string out;
+  UnstuffLines("..a\r\nb.c\r\n...\r\n..\r\n", out);
+  EXPECT_EQ(out, ".a\r\nb.c\r\n..\r\n.\r\n");
+}
+
+TEST(TopTest, HeaderBlockEnd) {
+  EXPECT_EQ(HeaderBlockEnd("A: 1\r\nB: 2\r\n\r\nbody\r\n"), 14u);
+  EXPECT_EQ(HeaderBlockEnd("\r\nbody\r\n"), 2u);
+  EXPECT_EQ(HeaderBlockEnd("A: 1\r\nB: 2\r\n"), 12u);  // headers only
+  EXPECT_EQ(HeaderBlockEnd(""), 0u);
+}
+
+TEST(TopTest, CountsBodyLinesAfterTheBlankLine) {
+  const std::string message = "A: 1\r\n\r\none\r\ntwo\r\n\r\nfour\r\n";
+  EXPECT_EQ(message.substr(0, TopLength(message, 0)), "A: 1\r\n\r\n");
+  EXPECT_EQ(message.substr(0, TopLength(message, 1)), "A: 1\r\n\r\none\r\n");
+  EXPECT_EQ(message.substr(0, TopLength(message, 3)), "A: 1\r\n\r\none\r\ntwo\r\n\r\n");
+  EXPECT_EQ(TopLength(message, 4), message.size());
+  EXPECT_EQ(TopLength(message, 99999999), message.size());
+  EXPECT_EQ(TopLength("A: 1\r\n", 5), 6u);
 }
 
 }  // namespace
