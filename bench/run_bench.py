@@ -12,11 +12,16 @@ Starts a private Dovecot (high-performance login set-up) with two users, "small"
 
     direct      the loadgen talks to Dovecot itself
     popgate-tN  popgate (no plugins) with --threads N
+    popgate-so-tN  the same with one C++ plugin loaded from a shared object
+                (--plugin so:libpopgate_add_header.so, tests/so_plugin: adds one header
+                field, needs the header block only); "plugin overhead" compares it with
+                popgate-tN cell by cell
     nginx-wN    nginx's mail proxy (libnginx-mod-mail) with worker_processes N; its
                 auth_http is answered by the same nginx (an http {} block)
 
 checks that every message arrives byte-identical to a direct fetch (loadgen --mode
-verify), then measures messages/s and MB/s (payload octets, MB = 10^6) for each
+verify; popgate-so: identical apart from the one added field, checked with poplib),
+then measures messages/s and MB/s (payload octets, MB = 10^6) for each
 mailbox at 1 and 16 concurrent sessions, and the proxy's CPU seconds per GB relayed.
 Finally, on fresh proxy processes, the resident memory per idle logged-in session
 (VmRSS of the proxy's processes with K sessions open, minus before, over K).
@@ -53,6 +58,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import poplib
 import resource
 import shutil
 import signal
@@ -72,7 +78,10 @@ from pgtest.dovecot import Dovecot, free_port  # noqa: E402
 from pgtest.tlsca import TestCA  # noqa: E402
 
 USERS = {"small": "Sm4ll-bench", "large": "L4rge-bench"}
+# What tests/so_plugin/add_header.cc adds to every message (its default value).
+ADDED_FIELD = b"X-Popgate-Example: 1"
 MB = 1e6
+poplib._MAXLINE = 1 << 20
 
 
 def log(msg: str) -> None:
@@ -210,6 +219,9 @@ class Target:
     kind = "?"
     port: int
     tls_client = False  # the loadgen must speak (implicit) TLS to it
+    # A header field a plugin adds to every message (b"Name: value"): messages then differ
+    # from LIST's sizes and from the direct digest by exactly that field.
+    added_field: bytes | None = None
 
     @property
     def label(self) -> str:
@@ -255,10 +267,15 @@ class Popgate(Target):
     kind = "popgate"
 
     def __init__(self, binary: Path, upstream: str, threads: int, workdir: Path, name: str = "popgate",
-                 tls_args: tuple[str, ...] = (), listen_ca: Path | None = None):
+                 tls_args: tuple[str, ...] = (), listen_ca: Path | None = None,
+                 so_plugin: Path | None = None):
         """tls_args: popgate's TLS flags; listen_ca: the CA of its --listen-tls implicit
-        certificate (the loadgen then speaks TLS to it)."""
+        certificate (the loadgen then speaks TLS to it); so_plugin: the add_header plugin
+        (tests/so_plugin), loaded with --plugin so:PATH."""
         self.name = f"{name}-t{threads}"
+        self.so_plugin = so_plugin
+        if so_plugin:
+            self.added_field = ADDED_FIELD
         self.binary = binary
         self.upstream = upstream
         self.threads = threads
@@ -275,7 +292,7 @@ class Popgate(Target):
         self.proc = subprocess.Popen(
             [str(self.binary), "--listen", f"127.0.0.1:{self.port}", "--upstream", self.upstream,
              "--threads", str(self.threads), "--max-sessions", "20000", "--log-level", "warn",
-             *self.tls_args],
+             *self.tls_args, *(("--plugin", f"so:{self.so_plugin}") if self.so_plugin else ())],
             stdin=subprocess.DEVNULL, stdout=self.errlog, stderr=self.errlog)
         if self.listen_ca:
             wait_port_tls("127.0.0.1", self.port, self.proc, self.name, self.listen_ca)
@@ -484,6 +501,8 @@ class Bench:
                "--pass", USERS[user], *argv]
         if target.tls_client:
             cmd += ["--tls", "--ca", str(self.ca.cert), "--server-name", "localhost"]
+        if target.added_field:
+            cmd.append("--no-list-check")  # messages come out larger than LIST says
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
         if not lines:
@@ -574,6 +593,26 @@ def table(results: list[dict], direct: dict) -> str:
     return "\n".join(rows)
 
 
+def overhead_table(results: list[dict]) -> str:
+    """popgate-so-tN against popgate-tN, cell by cell (same run, same rounds)."""
+    by_cell = {(r["user"], r["sessions"], r["target"]): r for r in results}
+    rows = ["| mailbox | sessions | plugin target | MB/s | no-plugin MB/s | MB/s ratio | msg/s ratio "
+            "| proxy CPU s/GB | no-plugin CPU s/GB |",
+            "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in results:
+        if not r["target"].startswith("popgate-so-"):
+            continue
+        base = by_cell.get((r["user"], r["sessions"], r["target"].replace("popgate-so-", "popgate-", 1)))
+        if not base:
+            continue
+        mb = r["mb_per_s"] / base["mb_per_s"] if base["mb_per_s"] else None
+        msg = r["messages_per_s"] / base["messages_per_s"] if base["messages_per_s"] else None
+        rows.append(f"| {r['mailbox']} | {r['sessions']} | {r['target']} | {fmt(r['mb_per_s'])} "
+                    f"| {fmt(base['mb_per_s'])} | {fmt(mb, 3)} | {fmt(msg, 3)} "
+                    f"| {fmt(r['proxy_cpu_s_per_gb'], 2)} | {fmt(base['proxy_cpu_s_per_gb'], 2)} |")
+    return "\n".join(rows) if len(rows) > 2 else ""
+
+
 def idle_table(idle: list[dict]) -> str:
     rows = ["| target | idle sessions | RSS before (KiB) | RSS with sessions (KiB) | KiB per session | errors |",
             "| --- | ---: | ---: | ---: | ---: | ---: |"]
@@ -627,10 +666,43 @@ def verify_targets(bench: Bench, targets: list[Target], reference: dict[str, str
         target.start()
         for user in USERS:
             v = bench.verify(target, user)
-            if v["errors"] or v["digest"] != reference[user]:
+            if target.added_field:
+                # The digest differs by the added field: compare message by message instead.
+                if v["errors"]:
+                    problems.append(f"{target.name}/{user}: errors {v['errors']} {v['first_error']}")
+                problems.extend(check_added_field(bench, target, user))
+            elif v["errors"] or v["digest"] != reference[user]:
                 problems.append(
                     f"{target.name}/{user}: digest {v['digest']} vs direct {reference[user]}, "
                     f"errors {v['errors']} {v['first_error']}")
+
+
+def fetch_all(port: int, user: str) -> list[tuple[list[bytes], int]]:
+    """Every message of `user`'s mailbox (poplib: lines un-stuffed) and its octets."""
+    p = poplib.POP3("127.0.0.1", port, timeout=60)
+    try:
+        p.user(user)
+        p.pass_(USERS[user])
+        count, _ = p.stat()
+        return [p.retr(n)[1:] for n in range(1, count + 1)]
+    finally:
+        p.quit()
+
+
+def check_added_field(bench: Bench, target: Target, user: str) -> list[str]:
+    """Every message through `target` must be the direct fetch with target.added_field
+    appended to its header block, the rest byte for byte."""
+    field = target.added_field
+    via, direct = fetch_all(target.port, user), fetch_all(bench.dovecot.port, user)
+    if len(via) != len(direct):
+        return [f"{target.name}/{user}: {len(via)} messages, direct {len(direct)}"]
+    for n, ((lines, octets), (plain, plain_octets)) in enumerate(zip(via, direct), 1):
+        blank = plain.index(b"") if b"" in plain else len(plain)
+        expected = plain[:blank] + [field] + plain[blank:]
+        if lines != expected or octets != plain_octets + len(field) + 2:
+            return [f"{target.name}/{user}: message {n} is not the direct fetch plus "
+                    f"{field.decode()} ({octets} octets, direct {plain_octets})"]
+    return []
 
 
 def measure_rounds(bench: Bench, targets: list[Target], mailboxes: dict[str, str],
@@ -677,8 +749,11 @@ def main() -> int:
     ap.add_argument("--duration", type=float, help="seconds per measurement (default 2, quick 1)")
     ap.add_argument("--rounds", type=int, help="measurements per cell; the best counts (default 3, quick 1)")
     ap.add_argument("--threads", default=None, help="popgate threads / nginx workers to try, e.g. 1,2")
-    ap.add_argument("--targets", default="direct,popgate,nginx,stunnel",
-                    help="kinds of target (direct covers direct-pop3s; stunnel: TLS part only)")
+    ap.add_argument("--targets", default="direct,popgate,popgate-so,nginx,stunnel",
+                    help="kinds of target (direct covers direct-pop3s; popgate-so: popgate with the "
+                    "add_header .so plugin, plain part only; stunnel: TLS part only)")
+    ap.add_argument("--so-plugin", help="the add_header plugin for popgate-so (default: "
+                    "libpopgate_add_header.so beside --popgate)")
     part = ap.add_mutually_exclusive_group()
     part.add_argument("--no-tls", action="store_true", help="plain part only (no TLS part)")
     part.add_argument("--tls-only", action="store_true", help="TLS part only (no plain part, no idle memory)")
@@ -708,6 +783,11 @@ def main() -> int:
         if not Path(exe).exists():
             print(f"bench: {exe} not found (build it: see bench/README.md)", file=sys.stderr)
             return 2
+    so_plugin = Path(args.so_plugin or Path(args.popgate).parent / "libpopgate_add_header.so")
+    if do_plain and "popgate-so" in kinds and not so_plugin.exists():
+        print(f"bench: {so_plugin} not found (ninja popgate_add_header in the build directory; "
+              "--targets without popgate-so to do without)", file=sys.stderr)
+        return 2
     if do_tls and "stunnel" in kinds and not Path(args.stunnel).exists():
         print(f"bench: {args.stunnel} not found (Debian's stunnel4; --targets without stunnel "
               "or --no-tls to do without)", file=sys.stderr)
@@ -754,6 +834,9 @@ def main() -> int:
             for n in threads:
                 if "popgate" in kinds:
                     targets.append(Popgate(Path(args.popgate), dovecot.address, n, work))
+                if "popgate-so" in kinds:
+                    targets.append(Popgate(Path(args.popgate), dovecot.address, n, work,
+                                           name="popgate-so", so_plugin=so_plugin))
                 for extra in args.extra_popgate:
                     name, _, path = extra.partition("=")
                     targets.append(Popgate(Path(path), dovecot.address, n, work, name=name))
@@ -859,6 +942,8 @@ def main() -> int:
 
     flags = "".join(f for f, on in ((" --quick", args.quick), (" --no-tls", args.no_tls),
                                     (" --tls-only", args.tls_only)) if on)
+    if args.targets != ap.get_default("targets"):
+        flags += f" --targets {args.targets}"
     report = [
         "# popgate benchmark results",
         "",
@@ -877,6 +962,21 @@ def main() -> int:
         report += [
             table(results, direct),
             "",
+        ]
+        overhead = overhead_table(results)
+        if overhead:
+            report += [
+                "## Plugin overhead (popgate with one C++ plugin from a shared object vs none)",
+                "",
+                "`popgate-so-tN` is `popgate-tN` plus `--plugin so:libpopgate_add_header.so` "
+                "(tests/so_plugin/add_header.cc: adds `X-Popgate-Example: 1` to every message, needs "
+                "the header block only, so bodies stream past it), measured in the same rounds. Its "
+                "MB/s include the added field's 22 octets per message. Ratio: plugin over no plugin.",
+                "",
+                overhead,
+                "",
+            ]
+        report += [
             f"## Memory per idle logged-in session ({args.idle_sessions} sessions, VmRSS of the proxy's processes)",
             "",
             idle_table(idle),
@@ -917,7 +1017,12 @@ def main() -> int:
         "",
         ("Every target delivered every message of both mailboxes with the same bytes as a direct "
          "fetch (loadgen --mode verify digests match), and every timed RETR had the size LIST gave "
-         "and a proper terminator." if not verify_problems and errors == 0 else
+         "and a proper terminator."
+         + (" popgate-so: every message was the direct fetch with `" + ADDED_FIELD.decode()
+            + "` at the end of its header block and nothing else changed (poplib, message by "
+            "message); its timed RETRs, larger than LIST says, had proper terminators."
+            if any(t.added_field for t in targets) else "")
+         if not verify_problems and errors == 0 else
          "PROBLEMS:\n\n" + "\n".join(f"- {p}" for p in verify_problems)
          + f"\n- {errors} errors or mismatches in the timed runs"),
         "",

@@ -2,12 +2,17 @@
 
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 #include "filter/registry.h"
+#include "filter/shared_object.h"
 #include "plugins/options.h"
 
 namespace popgate {
 namespace {
+
+// `use = "so:/path/libx.so"`: a plugin loaded from a shared object.
+constexpr std::string_view kSharedObjectPrefix = "so:";
 
 // The keys every [[plugin]] table may have, whatever the plugin; the rest is its own.
 filter::ChainEntry CommonSettings(filter::Options& options) {
@@ -31,12 +36,21 @@ filter::FilterChain ChainFromConfig(const config::Config& config, filter::LogFn 
   std::vector<filter::ChainEntry> entries;
   for (const auto& spec : config.plugins) {
     const std::string where = spec.origin + ": plugin " + spec.use;
-    auto build = filter::FindBuiltin(spec.use);
+    filter::BuiltinFactory build;
+    if (spec.use.starts_with(kSharedObjectPrefix)) {
+      std::string path = spec.use.substr(kSharedObjectPrefix.size());
+      build = [path](const filter::Options& options) {
+        return filter::LoadSharedObjectPlugin(path, options);
+      };
+    } else {
+      build = filter::FindBuiltin(spec.use);
+    }
     if (!build) {
       std::string known;
       for (const auto& name : filter::BuiltinNames()) known += (known.empty() ? "" : ", ") + name;
       throw std::invalid_argument(where + ": unknown plugin (built in: " + known +
-                                  "; Python and shared-object plugins are not built yet)");
+                                  "; a shared object is \"so:/path/libx.so\"; Python plugins "
+                                  "are not built yet)");
     }
     filter::Options options(spec.options.begin(), spec.options.end());
     try {

@@ -22,7 +22,8 @@ if [[ -z "${POPGATE_BIN:-}" || -z "${LOADGEN_BIN:-}" ]]; then
     cmake -S "$repo" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
       -DPython3_EXECUTABLE=/usr/bin/python3 >/dev/null
   fi
-  ninja -C "$build" popgate popgate_loadgen >/dev/null
+  # popgate_add_header: the .so plugin of the popgate-so target (tests/so_plugin).
+  ninja -C "$build" popgate popgate_loadgen popgate_add_header >/dev/null
   export POPGATE_BIN="${POPGATE_BIN:-$build/popgate}"
   export LOADGEN_BIN="${LOADGEN_BIN:-$build/popgate_loadgen}"
 fi

@@ -1,0 +1,70 @@
+// An example plugin built outside popgate's core and loaded as a shared object
+// (`use = "so:/path/libpopgate_add_header.so"`): it adds one header,
+// `X-Popgate-Example: <value>`, to every message. Option: value (a string, default "1").
+//
+// Built like a third party's plugin: popgate's headers only (filter/plugin.h,
+// filter/plugin_export.h), nothing linked from popgate. It needs the header block only,
+// so the body streams past it.
+
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+#include "filter/plugin.h"
+#include "filter/plugin_export.h"
+
+namespace {
+
+using namespace popgate;
+
+constexpr std::string_view kHeader = "X-Popgate-Example";
+
+class AddHeader final : public filter::Plugin {
+ public:
+  explicit AddHeader(std::shared_ptr<const std::string> value) : value_(std::move(value)) {}
+
+  std::string_view name() const override { return "add_header"; }
+  filter::Needs needs() const override { return filter::Needs::kHeaders; }
+  filter::Hooks hooks() const override {
+    return {.session = false, .command = false, .message = true, .message_done = false};
+  }
+
+  filter::FilterResult OnMessage(const filter::SessionInfo& /*session*/,
+                                 const filter::MessageContext& /*context*/,
+                                 mail::Message& message) override {
+    message.headers().Add(kHeader, *value_);
+    return filter::FilterResult::Pass();
+  }
+
+ private:
+  std::shared_ptr<const std::string> value_;
+};
+
+// Options arrive as their TOML text: a string is "\"text\"" (or 'text').
+std::string StringOption(const filter::Options& options, std::string_view key,
+                         std::string fallback) {
+  auto it = options.find(key);
+  if (it == options.end()) return fallback;
+  const std::string& text = it->second;
+  if (text.size() >= 2 && (text.front() == '"' || text.front() == '\'') &&
+      text.back() == text.front()) {
+    return text.substr(1, text.size() - 2);
+  }
+  throw std::invalid_argument(std::string(key) + ": expected a string, got " + text);
+}
+
+std::shared_ptr<filter::PluginFactory> Build(const filter::Options& options) {
+  for (const auto& [key, text] : options) {
+    if (key != "value") throw std::invalid_argument(key + ": unknown option");
+  }
+  auto value = std::make_shared<const std::string>(StringOption(options, "value", "1"));
+  if (value->find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos) {
+    throw std::invalid_argument("value: must not contain CR, LF or NUL");
+  }
+  return filter::MakeFactory("add_header", [value] { return std::make_unique<AddHeader>(value); });
+}
+
+}  // namespace
+
+POPGATE_EXPORT_PLUGIN(Build)
