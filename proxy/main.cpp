@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -14,6 +15,7 @@
 #include "net/io_pool.h"
 #include "net/server.h"
 #include "plugins/builtin.h"
+#include "quarantine/maildir_quarantine.h"
 
 namespace {
 
@@ -68,11 +70,27 @@ int main(int argc, char** argv) {
 
   unsigned threads =
       config.threads ? config.threads : std::max(1u, std::thread::hardware_concurrency());
-  // Plugins may block (spamd, a web service): their hooks run on these threads, never on
-  // an I/O thread. Declared before the io_context so it outlives every session.
-  net::asio::thread_pool filter_pool(2);
+  std::unique_ptr<quarantine::MaildirQuarantine> quarantine;
+  if (!config.quarantine_path.empty()) {
+    try {
+      quarantine = std::make_unique<quarantine::MaildirQuarantine>(
+          config.quarantine_path, [](std::string_view line) { spdlog::warn("{}", line); });
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "popgate: %s\n", e.what());
+      return kExitConfig;
+    }
+  }
+
+  // Plugins may block (spamd, a web service): their hooks never run on an I/O thread.
+  // Each session's chain jobs run on the filter pool, and each hook call inside a job on
+  // one of the hook threads, which give up on a call after its plugin's timeout. A pool
+  // thread waits while its hook runs, so the pool is sized for sessions filtering at once.
+  // Declared before the io_context so they outlive every session.
+  filter::HookThreads hook_threads;
+  net::asio::thread_pool filter_pool(16);
   net::IoPool io(threads);
-  net::Server server(io, config, net::FilterContext{&chain, &filter_pool});
+  net::Server server(io, config,
+                     net::FilterContext{&chain, &filter_pool, &hook_threads, quarantine.get()});
   // SIGTERM/SIGINT: stop accepting, let sessions finish, then stop the threads. The
   // handler is installed before the listeners announce themselves, so a signal sent as
   // soon as "listening" is logged is never met by the default action (death by signal).

@@ -47,6 +47,10 @@ const char* ToString(EndReason reason) {
       return "stopped";
     case EndReason::kClientError:
       return "client-error";
+    case EndReason::kFilterUnavailable:
+      return "filter-unavailable";
+    case EndReason::kFilterLate:
+      return "filter-late";
   }
   return "?";
 }
@@ -67,7 +71,9 @@ Session::Session(tcp::socket client, const ListenerContext& listener,
       client_lines_(config.limits.max_auth_line),
       upstream_lines_(config.limits.max_upstream_line),
       notify_(client_.get_executor()),
-      watchdog_timer_(client_.get_executor()) {
+      watchdog_timer_(client_.get_executor()),
+      upstream_written_(client_.get_executor()) {
+  if (filters_.pool != nullptr) chain_strand_.emplace(asio::make_strand(*filters_.pool));
   client_address_ = Endpoint(client_.socket());
   error_code ec;
   auto peer = client_.socket().remote_endpoint(ec);
@@ -80,8 +86,9 @@ Session::~Session() {
                client_address_, user_.empty() ? "-" : LogSafe(user_, 64), bytes_from_client_,
                bytes_to_client_, elapsed, ToString(end_reason_.value_or(EndReason::kStopped)));
   if (chain_) {
-    // SessionEnd hooks may block too: they run on the pool.
-    asio::post(*filters_.pool, [chain = chain_]() { chain->End(); });
+    // SessionEnd hooks may block too: they run on the chain's strand, after any job of
+    // this session still running there.
+    asio::post(*chain_strand_, [chain = chain_]() { chain->End(); });
   }
   registry_.Remove(id_);
 }
@@ -106,6 +113,7 @@ void Session::End(EndReason reason) {
   upstream_.Close();
   notify_.cancel();
   watchdog_timer_.cancel();
+  upstream_written_.cancel();
   if (!client_.tls_established()) {
     client_.Close();
     return;
@@ -170,6 +178,11 @@ asio::awaitable<void> Session::Run() {
     // timestamp (CVE-2007-1558), so it is not passed on, and APOP is not offered.
     greeting = pop3::StripApopTimestamp(*greeting);
     upstream_via_stls_ = true;
+  }
+  // Plugins start before the client is greeted: one that must run and cannot start
+  // refuses the session now, not after the client has logged in.
+  if (!co_await StartFilters()) {
+    co_return;
   }
   if (!co_await WriteClient(*greeting + "\r\n")) {
     co_return;
@@ -270,7 +283,7 @@ asio::awaitable<std::size_t> Session::ReadAvailable(Stream& stream, std::string&
   co_return data.size();
 }
 
-asio::awaitable<bool> Session::WriteClient(const std::string& bytes) {
+asio::awaitable<bool> Session::WriteClient(std::string_view bytes) {
   if (ended_) {
     co_return false;
   }

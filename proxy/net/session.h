@@ -33,6 +33,7 @@
 namespace popgate::net {
 
 class SessionRegistry;
+struct FilterOutcome;  // what the filter chain made of a message (session_filter.cc)
 
 // What a session needs of its listener, shared by all the listener's sessions.
 struct ListenerContext {
@@ -62,6 +63,8 @@ enum class EndReason {
   kClientTls,    // the client's TLS handshake failed
   kStopped,      // popgate is shutting down
   kClientError,
+  kFilterUnavailable,  // a plugin with on_error = tempfail could not start
+  kFilterLate,  // the chain withheld or changed a message after keep-alive bytes had gone out
 };
 
 const char* ToString(EndReason reason);
@@ -91,6 +94,17 @@ class Session : public std::enable_shared_from_this<Session> {
   struct Pending {
     std::optional<pop3::Command> command;  // empty: `local_reply` only
     std::string local_reply;
+    // TOP widened to the whole message for the filter chain: the client asked for this
+    // many body lines.
+    std::optional<std::uint64_t> top_lines;
+    bool internal = false;  // popgate's own keep-alive NOOP: its answer is not relayed
+  };
+
+  // Keep-alive bytes sent while the filter chain works on a message (session_filter.cc).
+  struct KeepAlive {
+    std::string status_line;  // the upstream's "+OK ...", sent with the first byte
+    std::string source;       // bytes that may go ahead: the original's stuffed headers
+    std::size_t sent = 0;     // of `source`; the status line has gone too when > 0
   };
 
   asio::awaitable<void> Run();
@@ -111,6 +125,11 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<bool> HandleClientLine(std::string line);
   asio::awaitable<bool> WaitUntilAnswered();
   asio::awaitable<bool> FlushUpstream();
+  // Whether a client command may be filtered, and the command to forward: nullopt when a
+  // plugin denied it (the client has been answered) or the session ended.
+  asio::awaitable<std::optional<pop3::Command>> FilterCommand(pop3::Command command);
+  // TOP through a whole-message chain asks the upstream for the whole message.
+  void WidenTop(Pending& pending) const;
   asio::awaitable<bool> ReplyToClient(std::string reply);
   void Forward(pop3::Command command);
 
@@ -125,12 +144,33 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<std::optional<pop3::MultiLineDecoder::Progress>> DecodeNextChunk(
       pop3::MultiLineDecoder& decoder, std::string& out, std::string_view during);
   asio::awaitable<bool> RelayMultiLine(const pop3::Command& command, std::string status_line);
+  // Relays the rest of a multi-line response after client_out_ (already decoded), in
+  // pieces, then its end.
+  asio::awaitable<bool> StreamRest(pop3::MultiLineDecoder& decoder, bool done,
+                                   std::string_view during);
+  // Reads the rest of a multi-line response and drops it (a message withheld, or cut).
+  asio::awaitable<bool> DrainRest(pop3::MultiLineDecoder& decoder, bool done,
+                                  std::string_view during);
   // Sends client_out_ (the rest of a multi-line response) and the terminating line.
   asio::awaitable<bool> WriteEndOfResponse();
-  // RETR and TOP through the filter chain (session_filter.cc).
+  // The filter chain (session_filter.cc): made and started with the session; RETR and TOP
+  // through it.
+  asio::awaitable<bool> StartFilters();
   bool FiltersMessage(const pop3::Command& command) const;
-  asio::awaitable<bool> RelayFiltered(const pop3::Command& command, std::string status_line);
-  asio::awaitable<bool> WriteClient(const std::string& bytes);
+  asio::awaitable<bool> RelayFiltered(const Pending& pending, std::string status_line);
+  asio::awaitable<bool> RelayWholeFiltered(const Pending& pending, std::string status_line);
+  asio::awaitable<bool> RelayHeadersFiltered(const Pending& pending, std::string status_line);
+  // Runs `job` on the chain's strand; while it takes longer than filter_keepalive, keeps
+  // both connections alive. Nullopt if the session ended meanwhile.
+  asio::awaitable<std::optional<FilterOutcome>> AwaitFilter(std::function<FilterOutcome()> job,
+                                                            KeepAlive& keepalive);
+  asio::awaitable<bool> SendKeepAliveByte(KeepAlive& keepalive);
+  asio::awaitable<void> SendUpstreamNoop();
+  // Sends `message` (stuffed lines) after what keep-alive has sent of it, then the end.
+  asio::awaitable<bool> DeliverFiltered(const KeepAlive& keepalive, std::string_view message);
+  asio::awaitable<bool> WithholdFiltered(const pop3::Command& command, const KeepAlive& keepalive,
+                                         const FilterOutcome& outcome);
+  asio::awaitable<bool> WriteClient(std::string_view bytes);
   void OnAnswered(const pop3::Command& command, bool ok);
   asio::awaitable<void> FailUpstream(EndReason reason, const char* reply);
   // FailUpstream for a failed upstream read: timed out, or closed.
@@ -150,7 +190,13 @@ class Session : public std::enable_shared_from_this<Session> {
   const ListenerContext& listener_;
   const UpstreamContext& upstream_context_;
   const FilterContext& filters_;
-  std::shared_ptr<filter::ChainSession> chain_;  // made on first use, used on the pool only
+  // Made when the session starts if plugins are configured; used on chain_strand_ only,
+  // so its hooks never run concurrently.
+  std::shared_ptr<filter::ChainSession> chain_;
+  std::optional<asio::strand<asio::thread_pool::executor_type>> chain_strand_;
+  bool chain_whole_ = false;     // some plugin needs whole messages
+  bool chain_commands_ = false;  // some plugin has a command hook
+  bool chain_messages_ = false;  // some plugin has a message hook
   const config::Config& config_;
   SessionRegistry& registry_;
   const std::uint64_t id_;
@@ -162,8 +208,9 @@ class Session : public std::enable_shared_from_this<Session> {
   bool ended_ = false;
   bool client_trusted_ = false;  // from a trusted network: may log in without TLS
   bool upstream_via_stls_ = false;
-  bool user_given_ = false;     // a USER was accepted since the session began or since STLS
-  bool tls_restarted_ = false;  // the client did STLS
+  bool user_given_ = false;        // a USER was accepted since the session began or since STLS
+  bool tls_restarted_ = false;     // the client did STLS
+  bool upstream_writing_ = false;  // a write upstream is under way (FlushUpstream)
   std::optional<EndReason> end_reason_;
 
   std::string client_in_;     // client bytes not yet split into lines
@@ -178,6 +225,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   asio::steady_timer notify_;  // wakes ReadCommands when a response has been relayed
   asio::steady_timer watchdog_timer_;
+  asio::steady_timer upstream_written_;  // wakes a FlushUpstream waiting for another
   Clock::time_point client_deadline_ = Clock::time_point::max();
   Clock::time_point upstream_deadline_ = Clock::time_point::max();
 

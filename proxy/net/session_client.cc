@@ -113,6 +113,13 @@ asio::awaitable<bool> Session::HandleClientLine(std::string line) {
   if (const char* refusal = LoginRefusal(command)) {
     co_return co_await ReplyToClient(refusal);
   }
+  if (chain_commands_) {
+    auto filtered = co_await FilterCommand(std::move(command));
+    if (!filtered) {
+      co_return !ended_;
+    }
+    command = std::move(*filtered);
+  }
 
   Verb verb = command.verb;
   bool barrier = IsBarrier(command);
@@ -159,8 +166,10 @@ void Session::Forward(pop3::Command command) {
       ++sasl_responses_;
     }
   }
-  upstream_out_ += command.Canonical();
-  pending_.push_back(Pending{std::move(command), {}});
+  Pending pending{std::move(command), {}, std::nullopt, false};
+  WidenTop(pending);
+  upstream_out_ += pending.command->Canonical();
+  pending_.push_back(std::move(pending));
 }
 
 asio::awaitable<bool> Session::ReplyToClient(std::string reply) {
@@ -168,18 +177,28 @@ asio::awaitable<bool> Session::ReplyToClient(std::string reply) {
     // Nothing outstanding: RelayResponses is idle, so this side may write.
     co_return co_await WriteClient(reply);
   }
-  pending_.push_back(Pending{std::nullopt, std::move(reply)});
+  pending_.push_back(Pending{std::nullopt, std::move(reply), std::nullopt, false});
   co_return true;
 }
 
 asio::awaitable<bool> Session::FlushUpstream() {
+  // Both sides may write upstream (commands; keep-alive NOOPs while a plugin works), one
+  // write at a time. What is gathered meanwhile waits in upstream_out_ for the next.
+  while (upstream_writing_ && !ended_) {
+    upstream_written_.expires_at(Clock::time_point::max());
+    error_code ignored;
+    co_await upstream_written_.async_wait(Capture(ignored));
+  }
   if (upstream_out_.empty() || ended_) {
     co_return !ended_;
   }
+  std::string out;
+  out.swap(upstream_out_);
+  upstream_writing_ = true;
   error_code ec;
-  co_await upstream_.Write(upstream_out_, ec);
-  upstream_out_.clear();
-  ShrinkIfLarge(upstream_out_);
+  co_await upstream_.Write(out, ec);
+  upstream_writing_ = false;
+  upstream_written_.cancel();
   if (ec) {
     End(EndReason::kUpstreamClosed);
     co_return false;

@@ -5,11 +5,30 @@
 #include "net/session.h"
 #include "net/session_internal.h"
 #include "pop3/multiline.h"
+#include "quarantine/maildir_quarantine.h"
 
-// Session: RETR and TOP through the filter chain. The message is gathered whole,
-// handed to the chain on the filter pool (plugins may block), and what the chain
-// decides goes to the client: the (possibly changed) message, or -ERR [SYS/TEMP]
-// with nothing changed upstream, so the client retries later.
+// Session: the filter chain. It is made and started with the session; client commands
+// pass its command hooks; RETR and TOP pass its message hooks, which run on the chain's
+// strand in the filter pool (plugins may block) while the session waits on its own.
+//
+// A message goes to the chain in one of two ways:
+//  - whole (some plugin needs the body): held up to max_filter_size, then the chain's
+//    result is sent; larger messages pass unfiltered. TOP asks the upstream for the whole
+//    message, so TOP and RETR see the same classification, and is cut to the lines asked.
+//  - headers only: the header block is held, the chain's header block is sent, and the
+//    body streams through behind it without being held.
+// What the chain decides: pass (the message as the plugins left it), tempfail (-ERR
+// [SYS/TEMP], nothing changes upstream, the client retries) or reject (the original is
+// stored durably in the quarantine, and only then the client gets a short notice).
+// A chain slower than filter_keepalive: the client gets the status line and then the
+// original's own header bytes, one at a time, and the upstream a NOOP, each
+// filter_keepalive, so neither times out. Plugins add headers at the end of the block,
+// after those bytes.
+
+// GCC 12 takes Asio's coroutine frame allocation (awaitable_frame_base's own operator
+// new and delete, a matching pair) for a mismatch once frames are inlined here: a false
+// positive (GCC PR 109224).
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 
 namespace popgate::net {
 
@@ -18,81 +37,593 @@ using namespace session_internal;
 
 namespace {
 
-// Held whole for the chain; larger messages end the session rather than grow without
-// bound (spooling to disk is not built yet).
-constexpr std::size_t kMaxFilteredMessage = 64 * 1024 * 1024;
+constexpr const char* kFilterTempFail = "-ERR [SYS/TEMP] Message temporarily unavailable\r\n";
+constexpr const char* kFilterUnavailable = "-ERR [SYS/TEMP] Message filter unavailable\r\n";
+// What TOP asks for when the chain needs the whole message: every body line (fetchmail
+// asks the same to fetch without RETR's side effects).
+constexpr const char* kWholeTop = "99999999";
+// A header block larger than this is not held for a headers-only chain: the message
+// passes unfiltered.
+constexpr std::size_t kMaxHeaderBlock = 1024 * 1024;
 
-constexpr const char* kFilterTempFail = "-ERR [SYS/TEMP] Message temporarily unavailable";
+std::string Stuffed(std::string_view content) {
+  std::string wire;
+  pop3::StuffLines(content, wire);
+  return wire;
+}
 
-struct Filtered {
-  filter::Verdict verdict = filter::Verdict::kPass;
-  std::string reason;
-  std::string wire;  // stuffed message lines, without the terminator, when passed
-};
+bool HasStuffedLine(std::string_view wire) {
+  return wire.starts_with('.') || wire.find("\n.") != std::string_view::npos;
+}
+
+std::string Unstuffed(std::string_view wire) {
+  std::string content;
+  pop3::UnstuffLines(wire, content);
+  return content;
+}
+
+// Where the header block of stuffed wire lines ends (past its blank line), if it has
+// been seen yet. `from`: where the search may start (the bytes before were searched).
+std::optional<std::size_t> FindHeaderEnd(std::string_view wire, std::size_t from) {
+  if (wire.starts_with("\r\n")) return 2;
+  std::size_t start = from > 2 ? from - 2 : 0;
+  std::size_t blank = wire.find("\r\n\r\n", start);
+  if (blank == std::string_view::npos) return std::nullopt;
+  return blank + 4;
+}
+
+// The bytes keep-alive may send ahead: the header lines, not the blank line after them,
+// so headers a plugin adds at the end of the block still fit behind them.
+std::string_view KeepAliveSource(std::string_view wire) {
+  std::size_t end = pop3::HeaderBlockEnd(wire);
+  if (end >= 2 && end < wire.size()) end -= 2;   // not the blank line
+  if (end == wire.size() && end >= 2) end -= 2;  // headers only: not the last line end
+  return wire.substr(0, end);
+}
+
+// Runs `fn` on `executor`; co_await the result. Not itself a coroutine: GCC 12 destroys a
+// closure passed by value to a coroutine template twice.
+template <typename Executor, typename Fn>
+asio::awaitable<std::invoke_result_t<Fn&>> RunOn(Executor executor, Fn fn) {
+  using Result = std::invoke_result_t<Fn&>;
+  return asio::co_spawn(
+      executor, [fn = std::move(fn)]() mutable -> asio::awaitable<Result> { co_return fn(); },
+      asio::use_awaitable);
+}
 
 }  // namespace
 
-bool Session::FiltersMessage(const pop3::Command& command) const {
-  return filters_.chain != nullptr && !filters_.chain->empty() &&
-         (command.verb == Verb::kRetr || command.verb == Verb::kTop);
+// What the chain made of one message, as the session needs it.
+struct FilterOutcome {
+  filter::Verdict verdict = filter::Verdict::kPass;
+  std::string reason;
+  std::string decided_by;
+  std::string quarantine_id;
+  bool unchanged = false;  // pass, nothing modified: send what was received
+  std::string wire;        // otherwise: the stuffed lines to send (message or notice)
+};
+
+namespace {
+
+// One message's trip through the chain: built on the session's thread, then used on the
+// chain's strand only. Shared, so a reject can go back for the quarantine.
+struct MessageJob {
+  std::shared_ptr<filter::ChainSession> chain;
+  filter::MessageContext context;
+  std::string user;
+  std::shared_ptr<const std::string> original;  // un-stuffed, as received
+  std::optional<std::uint64_t> top_lines;       // TOP widened: cut the result to these
+  std::optional<mail::Message> message;
+  filter::MessageReport report;
+};
+
+using Outcome = FilterOutcome;
+
+// The content to send for TOP widened to the whole message: what the client asked for.
+std::string_view CutForTop(std::string_view content, const std::optional<std::uint64_t>& lines) {
+  return lines ? content.substr(0, pop3::TopLength(content, *lines)) : content;
 }
 
-asio::awaitable<bool> Session::RelayFiltered(const pop3::Command& command,
-                                             std::string status_line) {
-  auto content = co_await ReadUpstreamContent(kMaxFilteredMessage);
-  if (!content) {
-    co_return false;
-  }
-  if (!chain_) {
-    filter::SessionInfo info;
-    info.id = id_;
-    info.client_address = client_address_;
-    info.upstream =
-        config_.upstream.address.host + ":" + std::to_string(config_.upstream.address.port);
-    chain_ = std::make_shared<filter::ChainSession>(filters_.chain->NewSession(info, {}));
-  }
-  filter::MessageContext context;
-  context.command = command.keyword;
-  context.number = std::stoull(command.args[0]);
-  context.partial = command.verb == Verb::kTop;
-
-  // The job owns everything it touches: the session resumes on its own strand after.
-  auto job = [chain = chain_, context, user = user_,
-              bytes = std::move(*content)]() mutable -> asio::awaitable<Filtered> {
-    chain->info().user = user;
-    Filtered out;
-    if (!chain->Start()) {
-      out.verdict = filter::Verdict::kTempFail;
-      out.reason = "a plugin could not start";
-      co_return out;
-    }
-    mail::Message message(std::move(bytes), context.partial);
-    filter::MessageReport report = chain->RunMessage(context, message);
-    out.verdict = report.result.verdict;
-    out.reason = report.result.reason;
-    if (out.verdict == filter::Verdict::kPass) {
-      auto parts = message.parts();
+// Runs the message hooks. A reject is not reported yet: the quarantine comes first.
+Outcome RunMessageHooks(MessageJob& job) {
+  job.chain->info().user = job.user;
+  job.message.emplace(job.original, job.context.partial);
+  job.report = job.chain->RunMessage(job.context, *job.message);
+  Outcome out;
+  out.verdict = job.report.result.verdict;
+  out.reason = job.report.result.reason;
+  out.decided_by = job.report.decided_by;
+  if (out.verdict == filter::Verdict::kPass) {
+    if (!job.message->modified() && !job.top_lines) {
+      out.unchanged = true;
+    } else if (!job.message->modified()) {
+      out.wire = Stuffed(CutForTop(*job.original, job.top_lines));
+    } else {
+      auto parts = job.message->parts();
       pop3::StuffLines(parts.headers, out.wire);
       pop3::StuffLines(parts.separator, out.wire);
-      pop3::StuffLines(parts.body, out.wire);
+      if (job.top_lines) {
+        // A change to the header block moves where TOP's lines start; cut the body.
+        std::string body(parts.body);
+        body.insert(0, "\r\n");  // so TopLength sees an empty header block
+        pop3::StuffLines(CutForTop(body, job.top_lines).substr(2), out.wire);
+      } else {
+        pop3::StuffLines(parts.body, out.wire);
+      }
     }
-    report.size_out = message.size();
-    chain->ReportMessage(context, message, report);
-    co_return out;
-  };
-  Filtered result = co_await asio::co_spawn(*filters_.pool, std::move(job), asio::use_awaitable);
+  }
+  if (out.verdict != filter::Verdict::kReject) {
+    job.report.size_out = out.verdict == filter::Verdict::kPass ? job.message->size() : 0;
+    job.chain->ReportMessage(job.context, *job.message, job.report);
+  }
+  return out;
+}
 
-  if (result.verdict == filter::Verdict::kPass) {
-    client_out_ = std::move(status_line);
-    client_out_ += "\r\n";
-    client_out_ += result.wire;
+// A reject: stores the original, then makes the notice the client gets instead. Without
+// a quarantine, or if storing fails, the message is withheld as a temporary failure: the
+// upstream still has it, so nothing is lost.
+Outcome QuarantineRejected(MessageJob& job, Outcome out, quarantine::MaildirQuarantine* store,
+                           std::uint64_t session_id, const std::string& client) {
+  if (store == nullptr) {
+    out.verdict = filter::Verdict::kTempFail;
+    out.reason = "rejected, but no [quarantine] path is configured: " + out.reason;
+  } else {
+    try {
+      quarantine::Entry entry{*job.original, session_id,     job.user,
+                              client,        out.decided_by, out.reason};
+      out.quarantine_id = store->Store(entry);
+      mail::Message original(job.original);
+      std::string notice =
+          quarantine::RejectNotice(original, out.quarantine_id, out.decided_by, out.reason);
+      out.wire = Stuffed(CutForTop(notice, job.top_lines));
+      job.report.quarantine_id = out.quarantine_id;
+      job.report.size_out = notice.size();
+    } catch (const std::exception& e) {
+      out.verdict = filter::Verdict::kTempFail;
+      out.reason = "quarantine failed (" + std::string(e.what()) + "): " + out.reason;
+      out.quarantine_id.clear();
+    }
+  }
+  if (out.verdict == filter::Verdict::kTempFail) job.report.size_out = 0;
+  job.chain->ReportMessage(job.context, *job.message, job.report);
+  return out;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// The chain's life and the command hooks.
+
+asio::awaitable<bool> Session::StartFilters() {
+  if (filters_.chain == nullptr || filters_.chain->empty() || !chain_strand_) {
+    co_return true;
+  }
+  filter::SessionInfo info;
+  info.id = id_;
+  info.client_address = client_address_;
+  info.upstream =
+      config_.upstream.address.host + ":" + std::to_string(config_.upstream.address.port);
+  filter::Invoker invoker;
+  if (filters_.hooks != nullptr) {
+    invoker = [hooks = filters_.hooks](std::function<void()> call,
+                                       std::chrono::milliseconds timeout) {
+      return hooks->Run(std::move(call), timeout);
+    };
+  }
+  chain_ = std::make_shared<filter::ChainSession>(
+      filters_.chain->NewSession(std::move(info), std::move(invoker)));
+
+  struct Started {
+    bool ok, whole, commands, messages;
+  };
+  // Jobs are named, never temporaries in a co_await: GCC 12 destroys those too early.
+  auto start = [chain = chain_] {
+    bool ok = chain->Start();
+    return Started{ok, chain->needs() == filter::Needs::kWholeMessage, chain->wants_commands(),
+                   chain->wants_messages()};
+  };
+  Started started = co_await RunOn(*chain_strand_, std::move(start));
+  chain_whole_ = started.whole;
+  chain_commands_ = started.commands;
+  chain_messages_ = started.messages;
+  if (!started.ok) {
+    spdlog::warn("session {} refused: a plugin with on_error=tempfail could not start", id_);
+    co_await WriteClient(kFilterUnavailable);
+    End(EndReason::kFilterUnavailable);
+    co_return false;
+  }
+  co_return true;
+}
+
+asio::awaitable<std::optional<pop3::Command>> Session::FilterCommand(pop3::Command command) {
+  auto run_hooks = [chain = chain_, user = user_, command] {
+    chain->info().user = user;
+    return chain->RunCommand(filter::ViewOf(command));
+  };
+  filter::CommandOutcome outcome = co_await RunOn(*chain_strand_, std::move(run_hooks));
+  switch (outcome.decision.kind()) {
+    case filter::CommandDecision::Kind::kAllow:
+      co_return command;
+    case filter::CommandDecision::Kind::kDeny:
+      spdlog::info("session {} {} denied by plugin {}", id_, command.keyword,
+                   LogSafe(outcome.decided_by));
+      co_await ReplyToClient("-ERR " + outcome.decision.text() + "\r\n");
+      co_return std::nullopt;
+    case filter::CommandDecision::Kind::kRewrite:
+      break;
+  }
+  // A rewritten line is checked like a client's; STLS stays popgate's own.
+  pop3::ParseOptions options{config_.pass_through_commands};
+  pop3::ParseResult parsed = pop3::ParseCommand(outcome.decision.text(), options);
+  const auto* rewritten = std::get_if<pop3::Command>(&parsed);
+  if (rewritten == nullptr || rewritten->verb == Verb::kStls ||
+      !pop3::AllowedIn(rewritten->verb, state_)) {
+    spdlog::warn("session {} plugin {} rewrote {} into an invalid command", id_,
+                 LogSafe(outcome.decided_by), command.keyword);
+    co_await ReplyToClient("-ERR [SYS/TEMP] Command refused by a filter\r\n");
+    co_return std::nullopt;
+  }
+  spdlog::debug("session {} {} rewritten by plugin {}", id_, command.keyword,
+                LogSafe(outcome.decided_by));
+  co_return *rewritten;
+}
+
+bool Session::FiltersMessage(const pop3::Command& command) const {
+  return chain_ && chain_messages_ && (command.verb == Verb::kRetr || command.verb == Verb::kTop);
+}
+
+void Session::WidenTop(Pending& pending) const {
+  pop3::Command& command = *pending.command;
+  if (command.verb != Verb::kTop || !FiltersMessage(command) || !chain_whole_) return;
+  pending.top_lines = std::stoull(command.args[1]);
+  command.args[1] = kWholeTop;
+}
+
+// ---------------------------------------------------------------------------
+// Messages.
+
+asio::awaitable<bool> Session::RelayFiltered(const Pending& pending, std::string status_line) {
+  if (chain_whole_) {
+    co_return co_await RelayWholeFiltered(pending, std::move(status_line));
+  }
+  co_return co_await RelayHeadersFiltered(pending, std::move(status_line));
+}
+
+asio::awaitable<bool> Session::RelayWholeFiltered(const Pending& pending, std::string status_line) {
+  const pop3::Command command = *pending.command;
+  const std::optional<std::uint64_t> top_lines = pending.top_lines;
+  // Held stuffed, as it would be relayed: if it outgrows max_filter_size it goes on
+  // unfiltered without being re-encoded.
+  pop3::MultiLineDecoder decoder(pop3::MultiLineDecoder::Output::kStuffed);
+  std::string wire;
+  auto progress = decoder.Feed(upstream_in_, wire);
+  upstream_in_.erase(0, progress.consumed);
+  bool done = progress.done;
+  while (!done && wire.size() <= config_.limits.max_filter_size) {
+    auto next = co_await DecodeNextChunk(decoder, wire, command.keyword);
+    if (!next) {
+      co_return false;
+    }
+    done = next->done;
+  }
+  if (!done) {
+    spdlog::info("session {} {} {}: larger than max_filter_size ({} bytes), passed unfiltered", id_,
+                 command.keyword, command.args[0], config_.limits.max_filter_size);
+    if (top_lines) {
+      // Widened for the chain, which won't see it: the client gets what it asked for.
+      std::size_t cut = pop3::TopLength(wire, *top_lines);
+      if (cut == wire.size()) {
+        spdlog::warn("session {} TOP {} {} reaches past max_filter_size: closing", id_,
+                     command.args[0], *top_lines);
+        End(EndReason::kFilterLate);
+        co_return false;
+      }
+      wire.resize(cut);
+      if (!co_await DrainRest(decoder, false, command.keyword)) {
+        co_return false;
+      }
+      client_out_ = std::move(status_line) + "\r\n" + wire;
+      co_return co_await WriteEndOfResponse();
+    }
+    client_out_ = std::move(status_line) + "\r\n" + wire;
+    co_return co_await StreamRest(decoder, false, command.keyword);
+  }
+
+  auto job = std::make_shared<MessageJob>();
+  job->chain = chain_;
+  job->context.command = command.keyword;
+  job->context.number = std::stoull(command.args[0]);
+  job->context.partial = command.verb == Verb::kTop && !top_lines;
+  job->user = user_;
+  job->top_lines = top_lines;
+  // Without stuffed lines the wire form is the content itself (both end lines in CRLF):
+  // the message is then held once, and an untouched one is sent from there.
+  std::shared_ptr<const std::string> held;
+  if (HasStuffedLine(wire)) {
+    job->original = std::make_shared<const std::string>(Unstuffed(wire));
+    held = std::make_shared<const std::string>(std::move(wire));
+  } else {
+    held = std::make_shared<const std::string>(std::move(wire));
+    job->original = held;
+  }
+
+  KeepAlive keepalive{std::move(status_line), std::string(KeepAliveSource(*held)), 0};
+  std::function<FilterOutcome()> run_hooks = [job] { return RunMessageHooks(*job); };
+  auto outcome = co_await AwaitFilter(std::move(run_hooks), keepalive);
+  if (!outcome) {
+    co_return false;
+  }
+  if (outcome->verdict == filter::Verdict::kReject) {
+    std::function<FilterOutcome()> quarantine =
+        [job, out = std::move(*outcome), store = filters_.quarantine, id = id_,
+         client = client_address_] { return QuarantineRejected(*job, out, store, id, client); };
+    outcome = co_await AwaitFilter(std::move(quarantine), keepalive);
+    if (!outcome) {
+      co_return false;
+    }
+    if (outcome->verdict == filter::Verdict::kReject) {
+      spdlog::info("session {} {} {} rejected by {} ({}): quarantined as {}", id_, command.keyword,
+                   command.args[0], LogSafe(outcome->decided_by), LogSafe(outcome->reason),
+                   outcome->quarantine_id);
+    }
+  }
+  if (outcome->verdict == filter::Verdict::kPass && outcome->unchanged) {
+    co_return co_await DeliverFiltered(keepalive, *held);
+  }
+  // A reject that reached here is stored: the client gets its notice.
+  if (outcome->verdict == filter::Verdict::kPass || outcome->verdict == filter::Verdict::kReject) {
+    co_return co_await DeliverFiltered(keepalive, outcome->wire);
+  }
+  co_return co_await WithholdFiltered(command, keepalive, *outcome);
+}
+
+asio::awaitable<bool> Session::RelayHeadersFiltered(const Pending& pending,
+                                                    std::string status_line) {
+  const pop3::Command command = *pending.command;
+  // Only the header block is held; the body follows it through without being held.
+  pop3::MultiLineDecoder decoder(pop3::MultiLineDecoder::Output::kStuffed);
+  std::string wire;
+  auto progress = decoder.Feed(upstream_in_, wire);
+  upstream_in_.erase(0, progress.consumed);
+  bool done = progress.done;
+  std::optional<std::size_t> header_end = FindHeaderEnd(wire, 0);
+  while (!header_end && !done && wire.size() <= kMaxHeaderBlock) {
+    std::size_t searched = wire.size();
+    auto next = co_await DecodeNextChunk(decoder, wire, command.keyword);
+    if (!next) {
+      co_return false;
+    }
+    done = next->done;
+    header_end = FindHeaderEnd(wire, searched);
+  }
+  if (!header_end && !done) {
+    spdlog::info("session {} {} {}: header block over {} bytes, passed unfiltered", id_,
+                 command.keyword, command.args[0], kMaxHeaderBlock);
+    client_out_ = std::move(status_line) + "\r\n" + wire;
+    co_return co_await StreamRest(decoder, false, command.keyword);
+  }
+  // A message without a blank line is all header block.
+  const std::size_t head_size = header_end.value_or(wire.size());
+
+  auto job = std::make_shared<MessageJob>();
+  job->chain = chain_;
+  job->context.command = command.keyword;
+  job->context.number = std::stoull(command.args[0]);
+  job->context.partial = true;  // the plugins see the header block only
+  job->user = user_;
+  job->original =
+      std::make_shared<const std::string>(Unstuffed(std::string_view(wire).substr(0, head_size)));
+
+  KeepAlive keepalive{std::move(status_line),
+                      std::string(KeepAliveSource(std::string_view(wire).substr(0, head_size))), 0};
+  std::function<FilterOutcome()> run_hooks = [job] { return RunMessageHooks(*job); };
+  auto outcome = co_await AwaitFilter(std::move(run_hooks), keepalive);
+  if (!outcome) {
+    co_return false;
+  }
+  if (outcome->verdict == filter::Verdict::kReject) {
+    // The quarantine needs the whole original: read the rest, within max_filter_size.
+    while (!done && wire.size() <= config_.limits.max_filter_size) {
+      auto next = co_await DecodeNextChunk(decoder, wire, command.keyword);
+      if (!next) {
+        co_return false;
+      }
+      done = next->done;
+    }
+    if (!done) {
+      outcome->verdict = filter::Verdict::kTempFail;
+      outcome->reason = "rejected, but too large to quarantine: " + outcome->reason;
+      if (!co_await DrainRest(decoder, false, command.keyword)) {
+        co_return false;
+      }
+      co_return co_await WithholdFiltered(command, keepalive, *outcome);
+    }
+    job->original = std::make_shared<const std::string>(Unstuffed(wire));
+    std::function<FilterOutcome()> quarantine =
+        [job, out = std::move(*outcome), store = filters_.quarantine, id = id_,
+         client = client_address_] { return QuarantineRejected(*job, out, store, id, client); };
+    outcome = co_await AwaitFilter(std::move(quarantine), keepalive);
+    if (!outcome) {
+      co_return false;
+    }
+    if (outcome->verdict == filter::Verdict::kReject) {
+      spdlog::info("session {} {} {} rejected by {} ({}): quarantined as {}", id_, command.keyword,
+                   command.args[0], LogSafe(outcome->decided_by), LogSafe(outcome->reason),
+                   outcome->quarantine_id);
+    }
+    if (outcome->verdict == filter::Verdict::kPass ||
+        outcome->verdict == filter::Verdict::kReject) {
+      co_return co_await DeliverFiltered(keepalive, outcome->wire);
+    }
+    co_return co_await WithholdFiltered(command, keepalive, *outcome);
+  }
+  if (outcome->verdict != filter::Verdict::kPass) {
+    if (!co_await DrainRest(decoder, done, command.keyword)) {
+      co_return false;
+    }
+    co_return co_await WithholdFiltered(command, keepalive, *outcome);
+  }
+
+  // Pass: the chain's header block, then the rest as it comes.
+  std::string head = outcome->unchanged ? wire.substr(0, head_size) : std::move(outcome->wire);
+  if (keepalive.sent > 0) {
+    if (!head.starts_with(keepalive.source.substr(0, keepalive.sent))) {
+      co_return co_await DeliverFiltered(keepalive, head);  // closes: it can't be delivered
+    }
+    client_out_ = head.substr(keepalive.sent);
+  } else {
+    client_out_ = std::move(keepalive.status_line) + "\r\n" + head;
+  }
+  client_out_.append(wire, head_size);
+  co_return co_await StreamRest(decoder, done, command.keyword);
+}
+
+asio::awaitable<bool> Session::DrainRest(pop3::MultiLineDecoder& decoder, bool done,
+                                         std::string_view during) {
+  std::string discarded;
+  while (!done) {
+    discarded.clear();
+    auto next = co_await DecodeNextChunk(decoder, discarded, during);
+    if (!next) {
+      co_return false;
+    }
+    done = next->done;
+  }
+  co_return true;
+}
+
+// ---------------------------------------------------------------------------
+// Waiting for the chain, and keeping both connections alive meanwhile.
+
+asio::awaitable<std::optional<FilterOutcome>> Session::AwaitFilter(
+    std::function<FilterOutcome()> job, KeepAlive& keepalive) {
+  auto executor = client_.get_executor();
+  // Shared with the job: the session may be gone when it finishes.
+  auto finished = std::make_shared<asio::steady_timer>(executor, Clock::time_point::max());
+  auto result = std::make_shared<std::optional<FilterOutcome>>();
+  asio::post(*chain_strand_, [job = std::move(job), finished, result, executor]() mutable {
+    FilterOutcome outcome;
+    try {
+      outcome = job();
+    } catch (const std::exception& e) {
+      // The chain catches what plugins throw; this is popgate's own failure.
+      outcome.verdict = filter::Verdict::kTempFail;
+      outcome.reason = std::string("filter failed: ") + e.what();
+    }
+    asio::post(executor, [finished, result, outcome = std::move(outcome)]() mutable {
+      *result = std::move(outcome);
+      finished->cancel();
+    });
+  });
+
+  // Nothing is read from the upstream meanwhile, so its response clock stops (a deadline
+  // set when the command went out would otherwise expire during a slow plugin).
+  SetUpstreamDeadline(Clock::time_point::max());
+  const auto interval =
+      std::chrono::duration_cast<Clock::duration>(config_.timeouts.filter_keepalive);
+  auto next = Clock::now() + interval;
+  while (!*result) {
+    finished->expires_at(next);
+    error_code ignored;
+    co_await finished->async_wait(Capture(ignored));
+    if (ended_) {
+      co_return std::nullopt;
+    }
+    if (*result) {
+      break;
+    }
+    if (Clock::now() < next) {
+      continue;
+    }
+    if (keepalive.sent == 0) {
+      spdlog::info("session {} filter still working after {}s: keeping the client alive", id_,
+                   config_.timeouts.filter_keepalive.count());
+    }
+    if (!co_await SendKeepAliveByte(keepalive)) {
+      co_return std::nullopt;
+    }
+    co_await SendUpstreamNoop();
+    next = Clock::now() + interval;
+  }
+  co_return std::move(*result);
+}
+
+asio::awaitable<bool> Session::SendKeepAliveByte(KeepAlive& keepalive) {
+  if (keepalive.sent >= keepalive.source.size()) {
+    // Nothing left that may go ahead (a message with a tiny header block): wait.
+    co_return !ended_;
+  }
+  std::string bytes;
+  if (keepalive.sent == 0) bytes = keepalive.status_line + "\r\n";
+  bytes += keepalive.source[keepalive.sent];
+  responding_ = true;  // from here on, a failure must not be followed by an -ERR
+  if (!co_await WriteClient(bytes)) {
+    co_return false;
+  }
+  ++keepalive.sent;
+  co_return true;
+}
+
+asio::awaitable<void> Session::SendUpstreamNoop() {
+  // Queued like a client command, so its answer comes in turn; RelayResponses drops it.
+  if (ended_ || sasl_turn_) {
+    co_return;
+  }
+  pop3::ParseOptions options;
+  auto noop = pop3::ParseCommand("NOOP", options);
+  Pending pending{std::get<pop3::Command>(std::move(noop)), {}, std::nullopt, true};
+  upstream_out_ += pending.command->Canonical();
+  pending_.push_back(std::move(pending));
+  co_await FlushUpstream();
+}
+
+asio::awaitable<bool> Session::DeliverFiltered(const KeepAlive& keepalive,
+                                               std::string_view message) {
+  std::string_view ahead = std::string_view(keepalive.source).substr(0, keepalive.sent);
+  if (!message.starts_with(ahead)) {
+    // A plugin changed bytes the client already has: no honest way to finish this
+    // message. Closing without the end line makes the client drop it and retry.
+    spdlog::warn(
+        "session {} a plugin changed header bytes already sent as keep-alive: closing so the "
+        "client retries",
+        id_);
+    End(EndReason::kFilterLate);
+    co_return false;
+  }
+  std::string_view rest = message.substr(ahead.size());
+  client_out_.clear();
+  if (keepalive.sent == 0) client_out_ = keepalive.status_line + "\r\n";
+  if (rest.size() <= kWriteChunk) {
+    client_out_.append(rest);
     co_return co_await WriteEndOfResponse();
   }
-  // Withheld. A reject would be quarantined first; until the quarantine exists it is
-  // treated as a temporary failure, so nothing is ever lost: the upstream still has it.
-  spdlog::info("session {} {} {} withheld ({}): {}", id_, command.keyword, command.args[0],
-               filter::ToString(result.verdict), LogSafe(result.reason));
-  co_return co_await WriteClient(std::string(kFilterTempFail) + "\r\n");
+  // A large message goes from where it is held, not through another copy.
+  responding_ = true;
+  if (!client_out_.empty()) {
+    if (!co_await WriteClient(client_out_)) {
+      co_return false;
+    }
+    client_out_.clear();
+  }
+  if (!co_await WriteClient(rest)) {
+    co_return false;
+  }
+  co_return co_await WriteEndOfResponse();
+}
+
+asio::awaitable<bool> Session::WithholdFiltered(const pop3::Command& command,
+                                                const KeepAlive& keepalive,
+                                                const FilterOutcome& outcome) {
+  spdlog::info("session {} {} {} withheld ({}{}{}): {}", id_, command.keyword, command.args[0],
+               filter::ToString(outcome.verdict), outcome.decided_by.empty() ? "" : " by ",
+               LogSafe(outcome.decided_by), LogSafe(outcome.reason));
+  if (keepalive.sent > 0) {
+    // The client has the status line: an -ERR can't follow. Closing without the end line
+    // makes it drop what it got and retry later.
+    End(EndReason::kFilterLate);
+    co_return false;
+  }
+  co_return co_await WriteClient(kFilterTempFail);
 }
 
 }  // namespace popgate::net

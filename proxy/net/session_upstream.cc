@@ -112,6 +112,20 @@ asio::awaitable<void> Session::RelayResponses() {
     const pop3::Command command = *pending_.front().command;
     pop3::Status status = pop3::ClassifyStatus(*status_line);
 
+    if (pending_.front().internal) {
+      // popgate's own keep-alive NOOP: a single line, never the client's business.
+      if (status != pop3::Status::kOk) {
+        spdlog::warn("session {} upstream refused keep-alive NOOP: {}", id_, LogSafe(*status_line));
+      }
+      pending_.pop_front();
+      if (pending_.empty()) {
+        SetClientDeadline(Clock::now() + config_.timeouts.idle);
+        SetUpstreamDeadline(Clock::time_point::max());
+      }
+      Notify();
+      continue;
+    }
+
     if (status == pop3::Status::kContinuation && command.verb == Verb::kAuth) {
       if (!co_await WriteClient(*status_line + "\r\n")) {
         co_return;
@@ -132,7 +146,7 @@ asio::awaitable<void> Session::RelayResponses() {
     if (ok && command.MultiLineIfOk()) {
       bool relayed = false;
       if (FiltersMessage(command)) {
-        relayed = co_await RelayFiltered(command, std::move(*status_line));
+        relayed = co_await RelayFiltered(pending_.front(), std::move(*status_line));
       } else {
         relayed = co_await RelayMultiLine(command, std::move(*status_line));
       }
@@ -223,39 +237,52 @@ asio::awaitable<bool> Session::RelayMultiLine(const pop3::Command& command,
   // CAPA is gathered whole and rewritten; everything else streams through re-stuffed.
   pop3::MultiLineDecoder decoder(is_capa ? pop3::MultiLineDecoder::Output::kContent
                                          : pop3::MultiLineDecoder::Output::kStuffed);
-  std::string capa;
-  std::string& decoded = is_capa ? capa : client_out_;
   client_out_ = std::move(status_line);
   client_out_ += "\r\n";
+  if (!is_capa) {
+    auto progress = decoder.Feed(upstream_in_, client_out_);
+    upstream_in_.erase(0, progress.consumed);
+    co_return co_await StreamRest(decoder, progress.done, command.keyword);
+  }
 
-  auto progress = decoder.Feed(upstream_in_, decoded);
+  std::string capa;
+  auto progress = decoder.Feed(upstream_in_, capa);
   upstream_in_.erase(0, progress.consumed);
   while (!progress.done) {
-    if (is_capa && capa.size() > kMaxCapa) {
+    if (capa.size() > kMaxCapa) {
       co_await FailUpstream(EndReason::kUpstreamInvalid, kUpstreamInvalid);
       co_return false;
     }
-    if (!is_capa && client_out_.size() >= kWriteChunk) {
+    auto next = co_await DecodeNextChunk(decoder, capa, command.keyword);
+    if (!next) {
+      co_return false;
+    }
+    progress = *next;
+  }
+  auto capabilities = pop3::Capabilities::Parse(capa);
+  pop3::CapaPolicy policy;
+  policy.offer_stls = listener_.listener->tls == config::TlsMode::kStartTls && !client_.is_tls();
+  policy.hide_logins = !LoginAllowed();
+  capabilities.Rewrite(policy);
+  pop3::StuffLines(capabilities.Serialize(), client_out_);
+  co_return co_await WriteEndOfResponse();
+}
+
+asio::awaitable<bool> Session::StreamRest(pop3::MultiLineDecoder& decoder, bool done,
+                                          std::string_view during) {
+  while (!done) {
+    if (client_out_.size() >= kWriteChunk) {
       responding_ = true;
       if (!co_await WriteClient(client_out_)) {
         co_return false;
       }
       client_out_.clear();
     }
-    auto next = co_await DecodeNextChunk(decoder, decoded, command.keyword);
+    auto next = co_await DecodeNextChunk(decoder, client_out_, during);
     if (!next) {
       co_return false;
     }
-    progress = *next;
-  }
-
-  if (is_capa) {
-    auto capabilities = pop3::Capabilities::Parse(capa);
-    pop3::CapaPolicy policy;
-    policy.offer_stls = listener_.listener->tls == config::TlsMode::kStartTls && !client_.is_tls();
-    policy.hide_logins = !LoginAllowed();
-    capabilities.Rewrite(policy);
-    pop3::StuffLines(capabilities.Serialize(), client_out_);
+    done = next->done;
   }
   co_return co_await WriteEndOfResponse();
 }
