@@ -45,6 +45,7 @@ struct ChainSession::Slot {
   std::shared_ptr<Plugin> instance;
   Hooks hooks;
   Needs needs = Needs::kWholeMessage;
+  Execution execution = Execution::kWorker;
   bool made = false;         // an instance was made once (hooks and needs are known)
   bool unavailable = false;  // Create failed: the session runs without it
   bool started = false;      // SessionStart was called on `instance`
@@ -112,7 +113,9 @@ ChainSession::CallResult ChainSession::Call(Slot& slot, const std::shared_ptr<Jo
 
   auto start = std::chrono::steady_clock::now();
   bool finished = true;
-  if (invoker_) {
+  // Inline plugins are called directly: they return at once, and may be on an I/O thread
+  // where waiting for another thread is not allowed.
+  if (invoker_ && slot.execution == Execution::kWorker) {
     try {
       finished = invoker_(std::move(call), slot.timeout);
     } catch (const std::exception& e) {
@@ -172,6 +175,7 @@ bool ChainSession::EnsureInstance(Slot& slot) {
     if (!plugin) throw std::runtime_error("the factory made no plugin");
     slot.hooks = plugin->hooks();
     slot.needs = plugin->needs();
+    slot.execution = plugin->execution();
     slot.instance = std::move(plugin);
     slot.made = true;
   } catch (const std::exception& e) {
@@ -211,6 +215,14 @@ void ChainSession::End() {
     CallResult result = Call(slot, job, [](Job& j) { j.plugin->SessionEnd(j.session); });
     if (result.status != CallStatus::kOk) LogFailure(slot, "SessionEnd", result, {});
   }
+}
+
+bool ChainSession::runs_inline() const {
+  for (const Slot& slot : slots_) {
+    if (slot.unavailable) continue;
+    if (!slot.made || slot.execution != Execution::kInline) return false;
+  }
+  return true;
 }
 
 Needs ChainSession::needs() const {

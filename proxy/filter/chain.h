@@ -83,6 +83,9 @@ class ChainSession {
   // kWholeMessage if any plugin with a message hook needs the whole message (also for a
   // plugin not made yet: ask after Start).
   Needs needs() const;
+  // Whether every plugin (made so far: ask after Start) is inline: the core may then call
+  // this chain on the session's own thread.
+  bool runs_inline() const;
   // Whether RunCommand can do anything; if not the core can skip it.
   bool wants_commands() const;
   // Whether RunMessage can do anything (false for an empty chain).

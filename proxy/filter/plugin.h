@@ -40,6 +40,17 @@ namespace popgate::filter {
 // marked partial.
 enum class Needs { kHeaders, kWholeMessage };
 
+// Where a plugin's hooks run.
+//  - kWorker (the default): on a worker thread, each call under the plugin's timeout. For
+//    anything that may block or take long: a spamd round trip, a web service, a file.
+//  - kInline: directly on the session's I/O thread, with no hand-off between threads. For
+//    hooks that only look at or edit what they are handed and return in microseconds (a
+//    header added by a rule), never I/O. No timeout applies (nothing could interrupt the
+//    call), and a slow inline hook stalls every session on its thread. popgate runs a
+//    session's chain inline only when every plugin in it is inline; otherwise all run on
+//    workers.
+enum class Execution { kWorker, kInline };
+
 // Which hooks a plugin implements. The chain calls only these, saving the core a trip to
 // the worker thread for the others; narrow it to what you override.
 struct Hooks {
@@ -148,6 +159,7 @@ class Plugin {
   virtual std::string_view name() const = 0;
   virtual Needs needs() const { return Needs::kWholeMessage; }
   virtual Hooks hooks() const { return {}; }
+  virtual Execution execution() const { return Execution::kWorker; }
 
   virtual void SessionStart(const SessionInfo& /*session*/) {}
   // Commands from the client, before they are forwarded. The first deny or rewrite in

@@ -161,9 +161,11 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<bool> RelayWholeFiltered(const Pending& pending, std::string status_line);
   asio::awaitable<bool> RelayHeadersFiltered(const Pending& pending, std::string status_line);
   // Runs `job` on the chain's strand; while it takes longer than filter_keepalive, keeps
-  // both connections alive. Nullopt if the session ended meanwhile.
+  // both connections alive. Nullopt if the session ended meanwhile. An inline chain's job
+  // runs right here, unless it does blocking I/O (the quarantine).
   asio::awaitable<std::optional<FilterOutcome>> AwaitFilter(std::function<FilterOutcome()> job,
-                                                            KeepAlive& keepalive);
+                                                            KeepAlive& keepalive,
+                                                            bool blocking_io = false);
   asio::awaitable<bool> SendKeepAliveByte(KeepAlive& keepalive);
   asio::awaitable<void> SendUpstreamNoop();
   // Sends `message` (stuffed lines) after what keep-alive has sent of it, then the end.
@@ -197,6 +199,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool chain_whole_ = false;     // some plugin needs whole messages
   bool chain_commands_ = false;  // some plugin has a command hook
   bool chain_messages_ = false;  // some plugin has a message hook
+  bool chain_inline_ = false;    // every plugin is inline: called on this thread
   const config::Config& config_;
   SessionRegistry& registry_;
   const std::uint64_t id_;

@@ -214,18 +214,19 @@ asio::awaitable<bool> Session::StartFilters() {
       filters_.chain->NewSession(std::move(info), std::move(invoker)));
 
   struct Started {
-    bool ok, whole, commands, messages;
+    bool ok, whole, commands, messages, runs_inline;
   };
   // Jobs are named, never temporaries in a co_await: GCC 12 destroys those too early.
   auto start = [chain = chain_] {
     bool ok = chain->Start();
     return Started{ok, chain->needs() == filter::Needs::kWholeMessage, chain->wants_commands(),
-                   chain->wants_messages()};
+                   chain->wants_messages(), chain->runs_inline()};
   };
   Started started = co_await RunOn(*chain_strand_, std::move(start));
   chain_whole_ = started.whole;
   chain_commands_ = started.commands;
   chain_messages_ = started.messages;
+  chain_inline_ = started.runs_inline;
   if (!started.ok) {
     spdlog::warn("session {} refused: a plugin with on_error=tempfail could not start", id_);
     co_await WriteClient(kFilterUnavailable);
@@ -240,7 +241,12 @@ asio::awaitable<std::optional<pop3::Command>> Session::FilterCommand(pop3::Comma
     chain->info().user = user;
     return chain->RunCommand(filter::ViewOf(command));
   };
-  filter::CommandOutcome outcome = co_await RunOn(*chain_strand_, std::move(run_hooks));
+  filter::CommandOutcome outcome;
+  if (chain_inline_) {
+    outcome = run_hooks();
+  } else {
+    outcome = co_await RunOn(*chain_strand_, std::move(run_hooks));
+  }
   switch (outcome.decision.kind()) {
     case filter::CommandDecision::Kind::kAllow:
       co_return command;
@@ -357,7 +363,7 @@ asio::awaitable<bool> Session::RelayWholeFiltered(const Pending& pending, std::s
     std::function<FilterOutcome()> quarantine =
         [job, out = std::move(*outcome), store = filters_.quarantine, id = id_,
          client = client_address_] { return QuarantineRejected(*job, out, store, id, client); };
-    outcome = co_await AwaitFilter(std::move(quarantine), keepalive);
+    outcome = co_await AwaitFilter(std::move(quarantine), keepalive, true);
     if (!outcome) {
       co_return false;
     }
@@ -442,7 +448,7 @@ asio::awaitable<bool> Session::RelayHeadersFiltered(const Pending& pending,
     std::function<FilterOutcome()> quarantine =
         [job, out = std::move(*outcome), store = filters_.quarantine, id = id_,
          client = client_address_] { return QuarantineRejected(*job, out, store, id, client); };
-    outcome = co_await AwaitFilter(std::move(quarantine), keepalive);
+    outcome = co_await AwaitFilter(std::move(quarantine), keepalive, true);
     if (!outcome) {
       co_return false;
     }
@@ -496,7 +502,18 @@ asio::awaitable<bool> Session::DrainRest(pop3::MultiLineDecoder& decoder, bool d
 // Waiting for the chain, and keeping both connections alive meanwhile.
 
 asio::awaitable<std::optional<FilterOutcome>> Session::AwaitFilter(
-    std::function<FilterOutcome()> job, KeepAlive& keepalive) {
+    std::function<FilterOutcome()> job, KeepAlive& keepalive, bool blocking_io) {
+  if (chain_inline_ && !blocking_io) {
+    // Every plugin returns at once: no hand-off, no keep-alive.
+    try {
+      co_return job();
+    } catch (const std::exception& e) {
+      FilterOutcome failed;
+      failed.verdict = filter::Verdict::kTempFail;
+      failed.reason = std::string("filter failed: ") + e.what();
+      co_return failed;
+    }
+  }
   auto executor = client_.get_executor();
   // Shared with the job: the session may be gone when it finishes.
   auto finished = std::make_shared<asio::steady_timer>(executor, Clock::time_point::max());

@@ -391,3 +391,24 @@ def test_audit_log_records_each_message_and_session_without_secrets(tmp_path, ma
     assert (quarantine / "new" / rejected["quarantine_id"]).exists()
     assert not top["partial"]  # TOP was widened to the whole message
     assert len(sessions) == 1 and sessions[0]["user"] == "dave" and sessions[0]["messages"] == 3
+
+
+@pytest.mark.parametrize("needs", ["whole", "headers"])
+def test_an_inline_chain_filters_on_the_session_thread_alike(tmp_path, mailstore, needs):
+    # Every plugin inline: no hand-off to worker threads; the results are the same,
+    # reject and quarantine included (the quarantine's fsync still runs on a worker).
+    quarantine = tmp_path / "quarantine"
+    plugins = [behave(needs=needs, add="X-Behave: inline", inline="yes"),
+               behave(needs=needs, verdict="reject", when="REJECTME", inline="yes")]
+    extra = f'[quarantine]\npath = "{quarantine}"\n'
+    with start(tmp_path, mailstore.address, plugins, extra) as pg:
+        p = login(pg.port)
+        for n in (1, 3):
+            got, want = p.retr(n)[1], direct_retr(mailstore, n)
+            assert split(got)[0] == split(want)[0] + [b"X-Behave: inline"]
+            assert split(got)[1] == split(want)[1]
+        notice = p.retr(2)[1]
+        assert any(line.lower().startswith(b"x-popgate-quarantine-id:") for line in notice)
+        assert split(p.top(1, 2)[1])[0][-1] == b"X-Behave: inline"
+        p.quit()
+    assert len(list((quarantine / "new").iterdir())) == 1

@@ -7,7 +7,8 @@
 // delay_ms = N (sleep in each message hook); verdict = "pass" | "tempfail" | "reject";
 // when = "substring" (the verdict only for messages whose Subject contains it);
 // throw = "message" (throw from the message hook); deny = "DELE" (deny that command);
-// record = "/path" (append one line per message seen: command, number, partial, size).
+// record = "/path" (append one line per message seen: command, number, partial, size);
+// inline = "yes" (run on the session's thread: Execution::kInline).
 
 #include <chrono>
 #include <cstdio>
@@ -34,6 +35,7 @@ struct Settings {
   bool throw_in_message = false;
   std::string deny;
   std::string record;
+  bool run_inline = false;
 };
 
 // TOML text as the core hands it over: "\"value\"" or 123.
@@ -55,6 +57,9 @@ class Behave final : public filter::Plugin {
 
   std::string_view name() const override { return "behave"; }
   filter::Needs needs() const override { return settings_->needs; }
+  filter::Execution execution() const override {
+    return settings_->run_inline ? filter::Execution::kInline : filter::Execution::kWorker;
+  }
   filter::Hooks hooks() const override {
     return {.session = false,
             .command = !settings_->deny.empty(),
@@ -119,6 +124,7 @@ std::shared_ptr<filter::PluginFactory> Build(const filter::Options& options) {
   settings->throw_in_message = Text(options, "throw") == "message";
   settings->deny = Text(options, "deny");
   settings->record = Text(options, "record");
+  settings->run_inline = Text(options, "inline") == "yes";
   return filter::MakeFactory("behave", [settings] { return std::make_unique<Behave>(settings); });
 }
 

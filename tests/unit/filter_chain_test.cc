@@ -40,6 +40,7 @@ struct Behaviour {
   std::function<void(const MessageReport&)> done;
   Hooks hooks;
   Needs needs = Needs::kWholeMessage;
+  Execution execution = Execution::kWorker;
 };
 
 class TestPlugin : public Plugin {
@@ -50,6 +51,7 @@ class TestPlugin : public Plugin {
   std::string_view name() const override { return name_; }
   Needs needs() const override { return behaviour_.needs; }
   Hooks hooks() const override { return behaviour_.hooks; }
+  Execution execution() const override { return behaviour_.execution; }
   void SessionStart(const SessionInfo& session) override {
     trace_->Add(name_ + ":start:" + session.client_address);
   }
@@ -447,6 +449,35 @@ TEST_F(ChainTest, HookThreadsGiveUpOnASlowPluginAndTheNextMessageGetsAFreshInsta
   EXPECT_TRUE(second.headers().Has("X-Slow"));
   EXPECT_EQ(trace_->created, 2);
   session.End();
+}
+
+// Inline plugins are called directly, never through the invoker (which may block, and
+// the caller may be an I/O thread); the chain runs inline only if all of them are.
+TEST_F(ChainTest, InlinePluginsBypassTheInvoker) {
+  Behaviour quick = AddHeader("X-Quick", "1");
+  quick.execution = Execution::kInline;
+  Use("quick", quick);
+  int invoked = 0;
+  Invoker counting = [&invoked](std::function<void()> call, std::chrono::milliseconds) {
+    ++invoked;
+    call();
+    return true;
+  };
+  ChainSession session = Session(counting);
+  EXPECT_TRUE(session.runs_inline());
+  mail::Message message(kMessage);
+  EXPECT_EQ(session.RunMessage(Retr(), message).result.verdict, Verdict::kPass);
+  EXPECT_TRUE(message.headers().Has("X-Quick"));
+  EXPECT_EQ(invoked, 0);
+
+  Use("worker", AddHeader("X-Worker", "1"));
+  ChainSession mixed = Session(counting);
+  EXPECT_FALSE(mixed.runs_inline());
+  mail::Message second(kMessage);
+  mixed.RunMessage(Retr(), second);
+  EXPECT_TRUE(second.headers().Has("X-Quick"));
+  EXPECT_TRUE(second.headers().Has("X-Worker"));
+  EXPECT_GE(invoked, 1);  // the worker plugin's calls (SessionStart, OnMessage)
 }
 
 TEST_F(ChainTest, UnavailablePluginWithPassPolicyIsSkipped) {
