@@ -38,6 +38,7 @@ class LoadedPlugin final : public Plugin {
   std::string_view name() const override { return plugin_->name(); }
   Needs needs() const override { return plugin_->needs(); }
   Hooks hooks() const override { return plugin_->hooks(); }
+  Execution execution() const override { return plugin_->execution(); }
   void SessionStart(const SessionInfo& session) override { plugin_->SessionStart(session); }
   CommandDecision OnCommand(const SessionInfo& session, const CommandView& command) override {
     return plugin_->OnCommand(session, command);

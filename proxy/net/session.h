@@ -169,7 +169,9 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<bool> SendKeepAliveByte(KeepAlive& keepalive);
   asio::awaitable<void> SendUpstreamNoop();
   // Sends `message` (stuffed lines) after what keep-alive has sent of it, then the end.
-  asio::awaitable<bool> DeliverFiltered(const KeepAlive& keepalive, std::string_view message);
+  // `body`, if any, follows `message` unchanged.
+  asio::awaitable<bool> DeliverFiltered(const KeepAlive& keepalive, std::string_view message,
+                                        std::string_view body = {});
   asio::awaitable<bool> WithholdFiltered(const pop3::Command& command, const KeepAlive& keepalive,
                                          const FilterOutcome& outcome);
   asio::awaitable<bool> WriteClient(std::string_view bytes);

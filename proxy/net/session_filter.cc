@@ -101,6 +101,9 @@ struct FilterOutcome {
   std::string quarantine_id;
   bool unchanged = false;  // pass, nothing modified: send what was received
   std::string wire;        // otherwise: the stuffed lines to send (message or notice)
+  // `wire` is only the new header block: the body goes out as received, from where it is
+  // held (plugins that only edit headers cost no copy of the message).
+  bool body_as_received = false;
 };
 
 namespace {
@@ -142,7 +145,13 @@ Outcome RunMessageHooks(MessageJob& job) {
       auto parts = job.message->parts();
       pop3::StuffLines(parts.headers, out.wire);
       pop3::StuffLines(parts.separator, out.wire);
-      if (job.top_lines) {
+      const std::string& original = *job.original;
+      bool body_untouched =
+          parts.body.data() >= original.data() &&
+          parts.body.data() + parts.body.size() <= original.data() + original.size();
+      if (body_untouched && !job.top_lines) {
+        out.body_as_received = true;
+      } else if (job.top_lines) {
         // A change to the header block moves where TOP's lines start; cut the body.
         std::string body(parts.body);
         body.insert(0, "\r\n");  // so TopLength sees an empty header block
@@ -227,6 +236,8 @@ asio::awaitable<bool> Session::StartFilters() {
   chain_commands_ = started.commands;
   chain_messages_ = started.messages;
   chain_inline_ = started.runs_inline;
+  spdlog::debug("session {} filters: {}, {}", id_, chain_inline_ ? "inline" : "on workers",
+                chain_whole_ ? "whole messages" : "headers only");
   if (!started.ok) {
     spdlog::warn("session {} refused: a plugin with on_error=tempfail could not start", id_);
     co_await WriteClient(kFilterUnavailable);
@@ -331,7 +342,18 @@ asio::awaitable<bool> Session::RelayWholeFiltered(const Pending& pending, std::s
       client_out_ = std::move(status_line) + "\r\n" + wire;
       co_return co_await WriteEndOfResponse();
     }
-    client_out_ = std::move(status_line) + "\r\n" + wire;
+    // What was held goes out from where it is, and is freed before the rest streams: a
+    // session holds at most max_filter_size, never a copy of it too.
+    responding_ = true;
+    status_line += "\r\n";
+    if (!co_await WriteClient(status_line)) {
+      co_return false;
+    }
+    if (!co_await WriteClient(wire)) {
+      co_return false;
+    }
+    std::string().swap(wire);
+    client_out_.clear();
     co_return co_await StreamRest(decoder, false, command.keyword);
   }
 
@@ -376,6 +398,10 @@ asio::awaitable<bool> Session::RelayWholeFiltered(const Pending& pending, std::s
   if (outcome->verdict == filter::Verdict::kPass && outcome->unchanged) {
     co_return co_await DeliverFiltered(keepalive, *held);
   }
+  if (outcome->verdict == filter::Verdict::kPass && outcome->body_as_received) {
+    std::string_view body = std::string_view(*held).substr(pop3::HeaderBlockEnd(*held));
+    co_return co_await DeliverFiltered(keepalive, outcome->wire, body);
+  }
   // A reject that reached here is stored: the client gets its notice.
   if (outcome->verdict == filter::Verdict::kPass || outcome->verdict == filter::Verdict::kReject) {
     co_return co_await DeliverFiltered(keepalive, outcome->wire);
@@ -405,7 +431,18 @@ asio::awaitable<bool> Session::RelayHeadersFiltered(const Pending& pending,
   if (!header_end && !done) {
     spdlog::info("session {} {} {}: header block over {} bytes, passed unfiltered", id_,
                  command.keyword, command.args[0], kMaxHeaderBlock);
-    client_out_ = std::move(status_line) + "\r\n" + wire;
+    // What was held goes out from where it is, and is freed before the rest streams: a
+    // session holds at most max_filter_size, never a copy of it too.
+    responding_ = true;
+    status_line += "\r\n";
+    if (!co_await WriteClient(status_line)) {
+      co_return false;
+    }
+    if (!co_await WriteClient(wire)) {
+      co_return false;
+    }
+    std::string().swap(wire);
+    client_out_.clear();
     co_return co_await StreamRest(decoder, false, command.keyword);
   }
   // A message without a blank line is all header block.
@@ -594,8 +631,8 @@ asio::awaitable<void> Session::SendUpstreamNoop() {
   co_await FlushUpstream();
 }
 
-asio::awaitable<bool> Session::DeliverFiltered(const KeepAlive& keepalive,
-                                               std::string_view message) {
+asio::awaitable<bool> Session::DeliverFiltered(const KeepAlive& keepalive, std::string_view message,
+                                               std::string_view body) {
   std::string_view ahead = std::string_view(keepalive.source).substr(0, keepalive.sent);
   if (!message.starts_with(ahead)) {
     // A plugin changed bytes the client already has: no honest way to finish this
@@ -610,21 +647,23 @@ asio::awaitable<bool> Session::DeliverFiltered(const KeepAlive& keepalive,
   std::string_view rest = message.substr(ahead.size());
   client_out_.clear();
   if (keepalive.sent == 0) client_out_ = keepalive.status_line + "\r\n";
-  if (rest.size() <= kWriteChunk) {
+  if (rest.size() + body.size() <= kWriteChunk) {
     client_out_.append(rest);
+    client_out_.append(body);
     co_return co_await WriteEndOfResponse();
   }
   // A large message goes from where it is held, not through another copy.
   responding_ = true;
-  if (!client_out_.empty()) {
-    if (!co_await WriteClient(client_out_)) {
-      co_return false;
-    }
-    client_out_.clear();
-  }
-  if (!co_await WriteClient(rest)) {
+  client_out_.append(rest);
+  if (!co_await WriteClient(client_out_)) {
     co_return false;
   }
+  if (!body.empty()) {
+    if (!co_await WriteClient(body)) {
+      co_return false;
+    }
+  }
+  client_out_.clear();
   co_return co_await WriteEndOfResponse();
 }
 

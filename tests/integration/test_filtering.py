@@ -401,8 +401,9 @@ def test_an_inline_chain_filters_on_the_session_thread_alike(tmp_path, mailstore
     plugins = [behave(needs=needs, add="X-Behave: inline", inline="yes"),
                behave(needs=needs, verdict="reject", when="REJECTME", inline="yes")]
     extra = f'[quarantine]\npath = "{quarantine}"\n'
-    with start(tmp_path, mailstore.address, plugins, extra) as pg:
+    with start(tmp_path, mailstore.address, plugins, extra, args=["--log-level", "debug"]) as pg:
         p = login(pg.port)
+        pg.wait_for_log(r"filters: inline")
         for n in (1, 3):
             got, want = p.retr(n)[1], direct_retr(mailstore, n)
             assert split(got)[0] == split(want)[0] + [b"X-Behave: inline"]

@@ -86,11 +86,13 @@ TEST(SharedObjectPlugin, AsksForHeadersAndTheMessageHookOnly) {
   EXPECT_FALSE(hooks.command);
   EXPECT_TRUE(hooks.message);
   EXPECT_FALSE(hooks.message_done);
+  EXPECT_EQ(plugin->execution(), Execution::kInline);
 
   FilterChain chain({Entry(factory)});
   ChainSession session = chain.NewSession(SessionInfo{});
   ASSERT_TRUE(session.Start());
   EXPECT_EQ(session.needs(), Needs::kHeaders);
+  EXPECT_TRUE(session.runs_inline());
   EXPECT_FALSE(session.wants_commands());
   EXPECT_TRUE(session.wants_messages());
   session.End();
