@@ -45,6 +45,8 @@ constexpr const char* kWholeTop = "99999999";
 // A header block larger than this is not held for a headers-only chain: the message
 // passes unfiltered.
 constexpr std::size_t kMaxHeaderBlock = 1024 * 1024;
+// A message held for the chain that grows past this gets its whole room at once.
+constexpr std::size_t kReserveAbove = 256 * 1024;
 
 std::string Stuffed(std::string_view content) {
   std::string wire;
@@ -317,6 +319,11 @@ asio::awaitable<bool> Session::RelayWholeFiltered(const Pending& pending, std::s
   upstream_in_.erase(0, progress.consumed);
   bool done = progress.done;
   while (!done && wire.size() <= config_.limits.max_filter_size) {
+    if (wire.size() > kReserveAbove && wire.capacity() < config_.limits.max_filter_size) {
+      // Large: room for all of it at once, so growing never holds two copies (old and
+      // new buffer) at the same time. Pages are only touched as they are written.
+      wire.reserve(config_.limits.max_filter_size + 2 * kWriteChunk);
+    }
     auto next = co_await DecodeNextChunk(decoder, wire, command.keyword);
     if (!next) {
       co_return false;

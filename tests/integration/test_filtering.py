@@ -413,3 +413,55 @@ def test_an_inline_chain_filters_on_the_session_thread_alike(tmp_path, mailstore
         assert split(p.top(1, 2)[1])[0][-1] == b"X-Behave: inline"
         p.quit()
     assert len(list((quarantine / "new").iterdir())) == 1
+
+
+def vm_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"{field} not in /proc/{pid}/status")
+
+
+@pytest.fixture(scope="module")
+def big_mailstore():
+    body = b"".join(b"%08d a 30 MB message, streamed or held, never both ABCDEFGHIJKLMNOPQRSTUVWXYZ\r\n" % i
+                    for i in range(375000))  # about 30 MB
+    with Dovecot(users={"dave": "pw"}) as dc:
+        dc.populate("dave", [mail("small"), mail("huge", body)])
+        yield dc
+
+
+@pytest.mark.parametrize("needs,bound_mib", [("whole", 16 * 8 + 24), ("headers", 24)])
+def test_sixteen_30mb_retrs_stay_within_the_memory_bound(tmp_path, big_mailstore, needs,
+                                                         bound_mib):
+    # Whole-message chain: each session holds at most max_filter_size (8 MiB), then the
+    # rest streams; headers-only: the body streams past, nothing is held.
+    plugin = behave(needs=needs, add="X-Behave: memory")
+    with start(tmp_path, big_mailstore.address, [plugin]) as pg:
+        warm = login(pg.port)
+        warm.retr(1)  # threads, plugin and buffers in place before the baseline
+        warm.quit()
+        baseline = vm_kib(pg.pid, "VmRSS")
+        sizes: list[int] = []
+        errors: list[BaseException] = []
+
+        def fetch():
+            try:
+                p = login(pg.port, timeout=120)
+                sizes.append(sum(len(line) + 2 for line in p.retr(2)[1]))
+                p.quit()
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=fetch) for _ in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+        peak = vm_kib(pg.pid, "VmHWM")
+    assert not errors, errors
+    assert len(sizes) == 16 and len(set(sizes)) == 1 and sizes[0] > 30_000_000
+    growth_mib = (peak - baseline) / 1024
+    print(f"{needs}: baseline {baseline / 1024:.1f} MiB, peak {peak / 1024:.1f} MiB, "
+          f"growth {growth_mib:.1f} MiB for 16 x {sizes[0] / 1e6:.1f} MB")
+    assert growth_mib <= bound_mib
