@@ -685,7 +685,9 @@ void DeclareFlags(CLI::App& app, Flags& flags) {
   text("--idle-timeout", flags.idle_timeout, "SECONDS", "client idle limit (default 600)");
   text("--drain-timeout", flags.drain_timeout, "SECONDS",
        "after SIGTERM, time for sessions to finish (default 30)");
-  list("--plugin", flags.plugins, "SPEC", "name, file.py or python:module; repeatable, in order");
+  list("--plugin", flags.plugins, "SPEC",
+       "built-in name or so:/path/lib.so (file.py, python:module: not built yet); repeatable, "
+       "in order");
   text("--threads", flags.threads, "N", "I/O threads, 0 for one per core (default 0)");
   text("--log-level", flags.log_level, "trace|debug|info|warn|error", "default info");
   text("--max-sessions", flags.max_sessions, "N", "concurrent sessions (default 1000)");

@@ -438,18 +438,8 @@ asio::awaitable<bool> Session::RelayHeadersFiltered(const Pending& pending,
   if (!header_end && !done) {
     spdlog::info("session {} {} {}: header block over {} bytes, passed unfiltered", id_,
                  command.keyword, command.args[0], kMaxHeaderBlock);
-    // What was held goes out from where it is, and is freed before the rest streams: a
-    // session holds at most max_filter_size, never a copy of it too.
-    responding_ = true;
-    status_line += "\r\n";
-    if (!co_await WriteClient(status_line)) {
-      co_return false;
-    }
-    if (!co_await WriteClient(wire)) {
-      co_return false;
-    }
+    client_out_ = std::move(status_line) + "\r\n" + wire;  // a rare case: copied
     std::string().swap(wire);
-    client_out_.clear();
     co_return co_await StreamRest(decoder, false, command.keyword);
   }
   // A message without a blank line is all header block.
