@@ -200,6 +200,23 @@ Outcome QuarantineRejected(MessageJob& job, Outcome out, quarantine::MaildirQuar
   return out;
 }
 
+// The quarantine's part of a reject, as a job for AwaitFilter.
+std::function<FilterOutcome()> QuarantineJob(std::shared_ptr<MessageJob> job, Outcome out,
+                                             quarantine::MaildirQuarantine* store,
+                                             std::uint64_t session_id, std::string client) {
+  return
+      [job = std::move(job), out = std::move(out), store, session_id, client = std::move(client)] {
+        return QuarantineRejected(*job, out, store, session_id, client);
+      };
+}
+
+void LogRejected(std::uint64_t session_id, const pop3::Command& command, const Outcome& outcome) {
+  if (outcome.verdict != filter::Verdict::kReject) return;  // stored: the notice goes out
+  spdlog::info("session {} {} {} rejected by {} ({}): quarantined as {}", session_id,
+               command.keyword, command.args[0], LogSafe(outcome.decided_by),
+               LogSafe(outcome.reason), outcome.quarantine_id);
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------
@@ -390,17 +407,12 @@ asio::awaitable<bool> Session::RelayWholeFiltered(const Pending& pending, std::s
   }
   if (outcome->verdict == filter::Verdict::kReject) {
     std::function<FilterOutcome()> quarantine =
-        [job, out = std::move(*outcome), store = filters_.quarantine, id = id_,
-         client = client_address_] { return QuarantineRejected(*job, out, store, id, client); };
+        QuarantineJob(job, std::move(*outcome), filters_.quarantine, id_, client_address_);
     outcome = co_await AwaitFilter(std::move(quarantine), keepalive, true);
     if (!outcome) {
       co_return false;
     }
-    if (outcome->verdict == filter::Verdict::kReject) {
-      spdlog::info("session {} {} {} rejected by {} ({}): quarantined as {}", id_, command.keyword,
-                   command.args[0], LogSafe(outcome->decided_by), LogSafe(outcome->reason),
-                   outcome->quarantine_id);
-    }
+    LogRejected(id_, command, *outcome);
   }
   if (outcome->verdict == filter::Verdict::kPass && outcome->unchanged) {
     co_return co_await DeliverFiltered(keepalive, *held);
@@ -480,17 +492,12 @@ asio::awaitable<bool> Session::RelayHeadersFiltered(const Pending& pending,
     }
     job->original = std::make_shared<const std::string>(Unstuffed(wire));
     std::function<FilterOutcome()> quarantine =
-        [job, out = std::move(*outcome), store = filters_.quarantine, id = id_,
-         client = client_address_] { return QuarantineRejected(*job, out, store, id, client); };
+        QuarantineJob(job, std::move(*outcome), filters_.quarantine, id_, client_address_);
     outcome = co_await AwaitFilter(std::move(quarantine), keepalive, true);
     if (!outcome) {
       co_return false;
     }
-    if (outcome->verdict == filter::Verdict::kReject) {
-      spdlog::info("session {} {} {} rejected by {} ({}): quarantined as {}", id_, command.keyword,
-                   command.args[0], LogSafe(outcome->decided_by), LogSafe(outcome->reason),
-                   outcome->quarantine_id);
-    }
+    LogRejected(id_, command, *outcome);
     if (outcome->verdict == filter::Verdict::kPass ||
         outcome->verdict == filter::Verdict::kReject) {
       co_return co_await DeliverFiltered(keepalive, outcome->wire);
