@@ -64,23 +64,12 @@ std::string Unstuffed(std::string_view wire) {
   return content;
 }
 
-// Where the header block of stuffed wire lines ends (past its blank line), if it has
-// been seen yet. `from`: where the search may start (the bytes before were searched).
-std::optional<std::size_t> FindHeaderEnd(std::string_view wire, std::size_t from) {
-  if (wire.starts_with("\r\n")) return 2;
-  std::size_t start = from > 2 ? from - 2 : 0;
-  std::size_t blank = wire.find("\r\n\r\n", start);
-  if (blank == std::string_view::npos) return std::nullopt;
-  return blank + 4;
-}
-
-// The bytes keep-alive may send ahead: the header lines, not the blank line after them,
-// so headers a plugin adds at the end of the block still fit behind them.
+// The bytes keep-alive may send ahead: the header block less its last two bytes (the
+// blank line, or for a message of headers only the last line end), so headers a plugin
+// adds at the end of the block still fit behind them.
 std::string_view KeepAliveSource(std::string_view wire) {
   std::size_t end = pop3::HeaderBlockEnd(wire);
-  if (end >= 2 && end < wire.size()) end -= 2;   // not the blank line
-  if (end == wire.size() && end >= 2) end -= 2;  // headers only: not the last line end
-  return wire.substr(0, end);
+  return wire.substr(0, end >= 2 ? end - 2 : 0);
 }
 
 // Runs `fn` on `executor`; co_await the result. Not itself a coroutine: GCC 12 destroys a
@@ -122,19 +111,17 @@ struct MessageJob {
   filter::MessageReport report;
 };
 
-using Outcome = FilterOutcome;
-
 // The content to send for TOP widened to the whole message: what the client asked for.
 std::string_view CutForTop(std::string_view content, const std::optional<std::uint64_t>& lines) {
   return lines ? content.substr(0, pop3::TopLength(content, *lines)) : content;
 }
 
 // Runs the message hooks. A reject is not reported yet: the quarantine comes first.
-Outcome RunMessageHooks(MessageJob& job) {
+FilterOutcome RunMessageHooks(MessageJob& job) {
   job.chain->info().user = job.user;
   job.message.emplace(job.original, job.context.partial);
   job.report = job.chain->RunMessage(job.context, *job.message);
-  Outcome out;
+  FilterOutcome out;
   out.verdict = job.report.result.verdict;
   out.reason = job.report.result.reason;
   out.decided_by = job.report.decided_by;
@@ -155,9 +142,8 @@ Outcome RunMessageHooks(MessageJob& job) {
         out.body_as_received = true;
       } else if (job.top_lines) {
         // A change to the header block moves where TOP's lines start; cut the body.
-        std::string body(parts.body);
-        body.insert(0, "\r\n");  // so TopLength sees an empty header block
-        pop3::StuffLines(CutForTop(body, job.top_lines).substr(2), out.wire);
+        pop3::StuffLines(parts.body.substr(0, pop3::FirstLinesLength(parts.body, *job.top_lines)),
+                         out.wire);
       } else {
         pop3::StuffLines(parts.body, out.wire);
       }
@@ -173,8 +159,9 @@ Outcome RunMessageHooks(MessageJob& job) {
 // A reject: stores the original, then makes the notice the client gets instead. Without
 // a quarantine, or if storing fails, the message is withheld as a temporary failure: the
 // upstream still has it, so nothing is lost.
-Outcome QuarantineRejected(MessageJob& job, Outcome out, quarantine::MaildirQuarantine* store,
-                           std::uint64_t session_id, const std::string& client) {
+FilterOutcome QuarantineRejected(MessageJob& job, FilterOutcome out,
+                                 quarantine::MaildirQuarantine* store, std::uint64_t session_id,
+                                 const std::string& client) {
   if (store == nullptr) {
     out.verdict = filter::Verdict::kTempFail;
     out.reason = "rejected, but no [quarantine] path is configured: " + out.reason;
@@ -201,7 +188,7 @@ Outcome QuarantineRejected(MessageJob& job, Outcome out, quarantine::MaildirQuar
 }
 
 // The quarantine's part of a reject, as a job for AwaitFilter.
-std::function<FilterOutcome()> QuarantineJob(std::shared_ptr<MessageJob> job, Outcome out,
+std::function<FilterOutcome()> QuarantineJob(std::shared_ptr<MessageJob> job, FilterOutcome out,
                                              quarantine::MaildirQuarantine* store,
                                              std::uint64_t session_id, std::string client) {
   return
@@ -210,7 +197,8 @@ std::function<FilterOutcome()> QuarantineJob(std::shared_ptr<MessageJob> job, Ou
       };
 }
 
-void LogRejected(std::uint64_t session_id, const pop3::Command& command, const Outcome& outcome) {
+void LogRejected(std::uint64_t session_id, const pop3::Command& command,
+                 const FilterOutcome& outcome) {
   if (outcome.verdict != filter::Verdict::kReject) return;  // stored: the notice goes out
   spdlog::info("session {} {} {} rejected by {} ({}): quarantined as {}", session_id,
                command.keyword, command.args[0], LogSafe(outcome.decided_by),
@@ -437,7 +425,7 @@ asio::awaitable<bool> Session::RelayHeadersFiltered(const Pending& pending,
   auto progress = decoder.Feed(upstream_in_, wire);
   upstream_in_.erase(0, progress.consumed);
   bool done = progress.done;
-  std::optional<std::size_t> header_end = FindHeaderEnd(wire, 0);
+  std::optional<std::size_t> header_end = pop3::FindHeaderBlockEnd(wire);
   while (!header_end && !done && wire.size() <= kMaxHeaderBlock) {
     std::size_t searched = wire.size();
     auto next = co_await DecodeNextChunk(decoder, wire, command.keyword);
@@ -445,7 +433,7 @@ asio::awaitable<bool> Session::RelayHeadersFiltered(const Pending& pending,
       co_return false;
     }
     done = next->done;
-    header_end = FindHeaderEnd(wire, searched);
+    header_end = pop3::FindHeaderBlockEnd(wire, searched);
   }
   if (!header_end && !done) {
     spdlog::info("session {} {} {}: header block over {} bytes, passed unfiltered", id_,
@@ -498,8 +486,7 @@ asio::awaitable<bool> Session::RelayHeadersFiltered(const Pending& pending,
       co_return false;
     }
     LogRejected(id_, command, *outcome);
-    if (outcome->verdict == filter::Verdict::kPass ||
-        outcome->verdict == filter::Verdict::kReject) {
+    if (outcome->verdict == filter::Verdict::kReject) {  // stored: the notice goes out
       co_return co_await DeliverFiltered(keepalive, outcome->wire);
     }
     co_return co_await WithholdFiltered(command, keepalive, *outcome);

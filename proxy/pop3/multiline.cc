@@ -176,19 +176,30 @@ void UnstuffLines(std::string_view wire, std::string& out) {
   }
 }
 
-std::size_t HeaderBlockEnd(std::string_view content) {
+std::optional<std::size_t> FindHeaderBlockEnd(std::string_view content, std::size_t from) {
   if (content.starts_with("\r\n")) return 2;
-  std::size_t blank = content.find("\r\n\r\n");
-  return blank == std::string_view::npos ? content.size() : blank + 4;
+  // A blank line may straddle `from`: start far enough back to see it whole.
+  std::size_t blank = content.find("\r\n\r\n", from > 2 ? from - 2 : 0);
+  if (blank == std::string_view::npos) return std::nullopt;
+  return blank + 4;
+}
+
+std::size_t HeaderBlockEnd(std::string_view content) {
+  return FindHeaderBlockEnd(content).value_or(content.size());
+}
+
+std::size_t FirstLinesLength(std::string_view text, std::uint64_t lines) {
+  std::size_t end = 0;
+  for (std::uint64_t line = 0; line < lines && end < text.size(); ++line) {
+    std::size_t lf = text.find('\n', end);
+    end = lf == std::string_view::npos ? text.size() : lf + 1;
+  }
+  return end;
 }
 
 std::size_t TopLength(std::string_view content, std::uint64_t body_lines) {
-  std::size_t end = HeaderBlockEnd(content);
-  for (std::uint64_t line = 0; line < body_lines && end < content.size(); ++line) {
-    std::size_t lf = content.find('\n', end);
-    end = lf == std::string_view::npos ? content.size() : lf + 1;
-  }
-  return end;
+  std::size_t head = HeaderBlockEnd(content);
+  return head + FirstLinesLength(content.substr(head), body_lines);
 }
 
 }  // namespace popgate::pop3

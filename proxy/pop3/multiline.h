@@ -15,6 +15,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -73,8 +74,15 @@ void StuffLines(std::string_view content, std::string& out);
 void UnstuffLines(std::string_view wire, std::string& out);
 
 // Where the header block of canonical content (CRLF line ends) ends: just past the blank
-// line, or content.size() when there is none (a message of headers only).
+// line, or nullopt when none has been seen. The bytes before `from` are known to hold no
+// blank line (content that arrives in pieces is searched once).
+std::optional<std::size_t> FindHeaderBlockEnd(std::string_view content, std::size_t from = 0);
+
+// FindHeaderBlockEnd, or content.size() when there is no blank line (headers only).
 std::size_t HeaderBlockEnd(std::string_view content);
+
+// The length of the first `lines` lines of `text` (all of it if it has fewer).
+std::size_t FirstLinesLength(std::string_view text, std::uint64_t lines);
 
 // The length of what "TOP msg n" returns of canonical content: the header block, the
 // blank line and the first `body_lines` lines of the body (RFC 1939 §7).

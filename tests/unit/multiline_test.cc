@@ -196,6 +196,24 @@ TEST(TopTest, HeaderBlockEnd) {
   EXPECT_EQ(HeaderBlockEnd(""), 0u);
 }
 
+TEST(TopTest, FindHeaderBlockEndSearchesFromWhereItLeftOff) {
+  const std::string message = "A: 1\r\nB: 2\r\n\r\nbody\r\n";
+  EXPECT_EQ(FindHeaderBlockEnd(message), std::optional<std::size_t>(14));
+  EXPECT_EQ(FindHeaderBlockEnd("A: 1\r\nB: 2\r\n"), std::nullopt);
+  // The blank line straddles the point where the previous search ended.
+  for (std::size_t from = 0; from <= 12; ++from) {
+    EXPECT_EQ(FindHeaderBlockEnd(message, from), std::optional<std::size_t>(14)) << from;
+  }
+}
+
+TEST(TopTest, FirstLinesLength) {
+  EXPECT_EQ(FirstLinesLength("one\r\ntwo\nthree", 0), 0u);
+  EXPECT_EQ(FirstLinesLength("one\r\ntwo\nthree", 1), 5u);
+  EXPECT_EQ(FirstLinesLength("one\r\ntwo\nthree", 2), 9u);
+  EXPECT_EQ(FirstLinesLength("one\r\ntwo\nthree", 3), 14u);
+  EXPECT_EQ(FirstLinesLength("one\r\ntwo\nthree", 99), 14u);
+}
+
 TEST(TopTest, CountsBodyLinesAfterTheBlankLine) {
   const std::string message = "A: 1\r\n\r\none\r\ntwo\r\n\r\nfour\r\n";
   EXPECT_EQ(message.substr(0, TopLength(message, 0)), "A: 1\r\n\r\n");
