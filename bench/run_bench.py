@@ -254,6 +254,26 @@ class Target:
         return [f"{self.name} logged {len(bad)} warnings/errors, e.g.: " + "; ".join(bad[:3])]
 
 
+class ProcessTarget(Target):
+    """A target that is a process of ours: started by start(), stopped with SIGTERM."""
+
+    proc: subprocess.Popen | None = None
+
+    def log_hint(self) -> Path:
+        """Where to look when it exits with an error."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        rc = stop_proc(self.proc)
+        self.proc = None
+        self.errlog.close()
+        if rc not in (0, None):
+            log(f"{self.name} exited with {rc} (see {self.log_hint()})")
+
+    def pids(self) -> list[int]:
+        return [self.proc.pid] if self.proc else []
+
+
 class Direct(Target):
     kind = "direct"
 
@@ -263,7 +283,7 @@ class Direct(Target):
         self.tls_client = pop3s
 
 
-class Popgate(Target):
+class Popgate(ProcessTarget):
     kind = "popgate"
 
     def __init__(self, binary: Path, upstream: str, threads: int, workdir: Path, name: str = "popgate",
@@ -299,18 +319,11 @@ class Popgate(Target):
         else:
             wait_port("127.0.0.1", self.port, self.proc, self.name)
 
-    def stop(self) -> None:
-        rc = stop_proc(self.proc)
-        self.proc = None
-        self.errlog.close()
-        if rc not in (0, None):
-            log(f"{self.name} exited with {rc} (see {self.log_path})")
-
-    def pids(self) -> list[int]:
-        return [self.proc.pid] if self.proc else []
+    def log_hint(self) -> Path:
+        return self.log_path
 
 
-class Nginx(Target):
+class Nginx(ProcessTarget):
     kind = "nginx"
 
     def __init__(self, binary: str, dovecot_port: int, workers: int, workdir: Path):
@@ -377,19 +390,15 @@ mail {{
             stdin=subprocess.DEVNULL, stdout=self.errlog, stderr=self.errlog)
         wait_port("127.0.0.1", self.port, self.proc, self.name)
 
-    def stop(self) -> None:
-        rc = stop_proc(self.proc)  # SIGTERM: fast shutdown of master and workers
-        self.proc = None
-        self.errlog.close()
-        if rc not in (0, None):
-            log(f"{self.name} exited with {rc} (see {self.dir / 'error.log'})")
+    def log_hint(self) -> Path:
+        return self.dir / "error.log"  # SIGTERM is nginx's fast shutdown of master and workers
 
     def pids(self) -> list[int]:
         # The master does no relaying; the workers are its children.
         return [self.proc.pid] + children(self.proc.pid) if self.proc else []
 
 
-class Stunnel(Target):
+class Stunnel(ProcessTarget):
     """stunnel4 (one process, a thread per connection), foreground, its pid file and log
     in its own directory.
 
@@ -461,15 +470,8 @@ checkHost = localhost
         else:
             wait_port("127.0.0.1", self.port, self.proc, self.name)
 
-    def stop(self) -> None:
-        rc = stop_proc(self.proc)
-        self.proc = None
-        self.errlog.close()
-        if rc not in (0, None):
-            log(f"{self.name} exited with {rc} (see {self.dir})")
-
-    def pids(self) -> list[int]:
-        return [self.proc.pid] if self.proc else []
+    def log_hint(self) -> Path:
+        return self.dir
 
     def cpu_seconds(self) -> float:
         return sum(process_cpu_seconds(p) for p in self.pids())
