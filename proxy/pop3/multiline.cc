@@ -164,6 +164,30 @@ void StuffLines(std::string_view content, std::string& out) {
   }
 }
 
+std::size_t ContentStuffer::VerbatimPrefix(std::string_view content) const {
+  if (content.empty() || (at_line_start_ && content.front() == '.')) return 0;
+  std::size_t dot_line = content.find("\n.");
+  return dot_line == std::string_view::npos ? content.size() : dot_line + 1;
+}
+
+void ContentStuffer::Skip(std::string_view content) {
+  if (!content.empty()) at_line_start_ = content.back() == '\n';
+}
+
+void ContentStuffer::Append(std::string_view content, std::string& out) {
+  while (!content.empty()) {
+    std::size_t plain = VerbatimPrefix(content);
+    if (plain == 0) {
+      out += '.';  // the line's own dot follows with the rest of it
+      std::size_t lf = content.find('\n');
+      plain = lf == std::string_view::npos ? content.size() : lf + 1;
+    }
+    out.append(content.substr(0, plain));
+    Skip(content.substr(0, plain));
+    content.remove_prefix(plain);
+  }
+}
+
 void UnstuffLines(std::string_view wire, std::string& out) {
   out.reserve(out.size() + wire.size());
   std::size_t pos = 0;

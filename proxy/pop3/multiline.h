@@ -38,6 +38,10 @@ class MultiLineDecoder {
   // Consumes input split at any byte. Appends decoded bytes to `out`.
   Progress Feed(std::string_view input, std::string& out);
 
+  // Changes what the rest of the output looks like. Safe between Feed calls: a line's
+  // first dot is only written once its next byte is seen, in the mode then in force.
+  void set_output(Output output) { output_ = output; }
+
   bool done() const { return state_ == State::kDone; }
   // True when no partial line is pending: the output so far ends at a line boundary.
   bool at_line_start() const { return state_ == State::kLineStart; }
@@ -68,6 +72,23 @@ class MultiLineDecoder {
 // CRLF everywhere, a leading "." doubled. If `content` doesn't end in a line break, one
 // is added. Does not add the terminator.
 void StuffLines(std::string_view content, std::string& out);
+
+// StuffLines for canonical content (every line ends in CRLF, as MultiLineDecoder writes
+// it) that is written out in pieces split anywhere, even inside a line: each line that
+// begins with "." gets a second one. Adds no line end: the pieces are the whole content.
+class ContentStuffer {
+ public:
+  // How much of `content`, from its start, goes out as it is (no line in it begins with
+  // "."). Does not consume it: Skip() or Append() does.
+  std::size_t VerbatimPrefix(std::string_view content) const;
+  // `content` has gone out as it is (it was all VerbatimPrefix).
+  void Skip(std::string_view content);
+  // Appends `content` stuffed to `out`.
+  void Append(std::string_view content, std::string& out);
+
+ private:
+  bool at_line_start_ = true;
+};
 
 // The inverse of StuffLines for what it (or a kStuffed decoder) produced: appends
 // `wire` to `out` with the extra "." of each stuffed line removed.

@@ -189,6 +189,77 @@ TEST(UnstuffLinesTest, RemovesOneDotFromStuffedLinesOnly) {
   EXPECT_EQ(out, ".a\r\nb.c\r\n..\r\n.\r\n");
 }
 
+// Content with dot lines everywhere a piece can start or end near them.
+std::string DotHeavyContent(std::mt19937& rng, int lines) {
+  const char* starts[] = {".", "..", ".x", "x.", "", "abc", ".\r", "\r."};
+  std::string content;
+  for (int i = 0; i < lines; ++i) {
+    content += starts[rng() % std::size(starts)];
+    content.append(rng() % 5, 'y');
+    content += "\r\n";
+  }
+  return content;
+}
+
+TEST(ContentStufferTest, PiecesSplitAnywhereStuffLikeTheWhole) {
+  std::mt19937 rng(7);
+  for (int round = 0; round < 300; ++round) {
+    std::string content = DotHeavyContent(rng, 1 + static_cast<int>(rng() % 30));
+    std::string whole;
+    StuffLines(content, whole);
+    ContentStuffer stuffer;
+    std::string pieces;
+    std::size_t pos = 0;
+    while (pos < content.size()) {
+      std::size_t n = 1 + rng() % 9;
+      std::string_view piece = std::string_view(content).substr(pos, n);
+      // Half the time the verbatim part goes out as it is, as a writer would send it.
+      std::size_t plain = rng() % 2 ? stuffer.VerbatimPrefix(piece) : 0;
+      pieces.append(piece.substr(0, plain));
+      stuffer.Skip(piece.substr(0, plain));
+      stuffer.Append(piece.substr(plain), pieces);
+      pos += piece.size();
+    }
+    EXPECT_EQ(pieces, whole) << "round " << round;
+  }
+}
+
+TEST(ContentStufferTest, VerbatimPrefixStopsBeforeADotLine) {
+  ContentStuffer stuffer;
+  EXPECT_EQ(stuffer.VerbatimPrefix("ab\r\n.c\r\n"), 4u);
+  EXPECT_EQ(stuffer.VerbatimPrefix(".c\r\n"), 0u);
+  EXPECT_EQ(stuffer.VerbatimPrefix("a.b\r\nc\r\n"), 8u);
+  stuffer.Skip("no line end yet");
+  EXPECT_EQ(stuffer.VerbatimPrefix(".still the same line\r\n"), 22u);
+}
+
+TEST(MultiLineDecoderTest, OutputCanChangeBetweenFeeds) {
+  // What a session does with a message too large to filter: content first, then the
+  // rest stuffed for relaying. Content + stuffed rest must equal the relayed form.
+  std::mt19937 rng(11);
+  for (int round = 0; round < 200; ++round) {
+    std::mt19937 content_rng(round);
+    std::string content = DotHeavyContent(content_rng, 20);
+    std::string wire;
+    StuffLines(content, wire);
+    wire += kTerminator;
+    std::size_t cut = rng() % wire.size();
+    MultiLineDecoder decoder(Output::kContent);
+    std::string first;
+    auto progress = decoder.Feed(std::string_view(wire).substr(0, cut), first);
+    ASSERT_EQ(progress.consumed, cut);
+    decoder.set_output(Output::kStuffed);
+    std::string rest;
+    progress = decoder.Feed(std::string_view(wire).substr(cut), rest);
+    ASSERT_TRUE(progress.done);
+    ContentStuffer stuffer;
+    std::string relayed;
+    stuffer.Append(first, relayed);
+    relayed += rest;
+    EXPECT_EQ(relayed + std::string(kTerminator), wire) << "round " << round << " cut " << cut;
+  }
+}
+
 TEST(TopTest, HeaderBlockEnd) {
   EXPECT_EQ(HeaderBlockEnd("A: 1\r\nB: 2\r\n\r\nbody\r\n"), 14u);
   EXPECT_EQ(HeaderBlockEnd("\r\nbody\r\n"), 2u);
