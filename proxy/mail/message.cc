@@ -5,12 +5,10 @@
 namespace popgate::mail {
 
 Message::Message(std::string bytes, bool partial)
-    : Message(std::make_shared<const std::string>(std::move(bytes)), partial) {}
+    : Message(SharedBytes(std::move(bytes)), partial) {}
 
-Message::Message(std::shared_ptr<const std::string> bytes, bool partial)
-    : original_(bytes ? std::move(bytes) : std::make_shared<const std::string>()),
-      split_(SplitHeaders(*original_)),
-      partial_(partial) {}
+Message::Message(SharedBytes bytes, bool partial)
+    : original_(std::move(bytes)), split_(SplitHeaders(original_.view())), partial_(partial) {}
 
 Headers& Message::headers() {
   if (!headers_) headers_.emplace(header_block());
@@ -22,16 +20,14 @@ const Headers& Message::headers() const {
   return *headers_;
 }
 
-std::string_view Message::header_block() const {
-  return std::string_view(base()).substr(0, split_.header_size);
-}
+std::string_view Message::header_block() const { return base().substr(0, split_.header_size); }
 
 std::string_view Message::separator() const {
-  return std::string_view(base()).substr(split_.header_size, split_.separator_size);
+  return base().substr(split_.header_size, split_.separator_size);
 }
 
 std::string_view Message::body() const {
-  return std::string_view(base()).substr(split_.header_size + split_.separator_size);
+  return base().substr(split_.header_size + split_.separator_size);
 }
 
 Message::Parts Message::parts() const {

@@ -22,6 +22,7 @@
 #include <string_view>
 
 #include "mail/headers.h"
+#include "mail/shared_bytes.h"
 
 namespace popgate::mail {
 
@@ -29,7 +30,7 @@ class Message {
  public:
   // `partial`: the body may be cut short (TOP).
   explicit Message(std::string bytes, bool partial = false);
-  explicit Message(std::shared_ptr<const std::string> bytes, bool partial = false);
+  explicit Message(SharedBytes bytes, bool partial = false);
 
   // The header view, parsed on first use. Edits through it change bytes().
   Headers& headers();
@@ -57,22 +58,24 @@ class Message {
   void Replace(std::string bytes);
 
   // The message as received, whatever was done to it since (for the quarantine).
-  std::string_view original() const { return *original_; }
-  const std::shared_ptr<const std::string>& shared_original() const { return original_; }
+  std::string_view original() const { return original_.view(); }
+  const SharedBytes& shared_original() const { return original_; }
 
   bool modified() const { return replacement_ != nullptr || headers_modified(); }
   bool partial() const { return partial_; }
-  std::size_t original_size() const { return original_->size(); }
+  std::size_t original_size() const { return original_.size(); }
   // bytes().size(), without building bytes().
   std::size_t size() const;
 
  private:
-  const std::string& base() const { return replacement_ ? *replacement_ : *original_; }
+  std::string_view base() const {
+    return replacement_ ? std::string_view(*replacement_) : original_.view();
+  }
   bool headers_modified() const { return headers_ && headers_->modified(); }
   std::string_view separator() const;
   std::string_view header_block() const;
 
-  std::shared_ptr<const std::string> original_;
+  SharedBytes original_;
   std::shared_ptr<const std::string> replacement_;  // set by Replace
   HeaderSplit split_;                               // of base()
   bool partial_;
