@@ -5,7 +5,9 @@
 #include "config/config.h"
 
 #include <arpa/inet.h>
+#include <sys/stat.h>
 #include <toml++/toml.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -303,6 +305,7 @@ struct Draft {
   std::string upstream_table_where;  // "FILE:LINE: upstream.address" when [upstream] exists
   std::string ca_file_where;
   std::string server_name_where;
+  std::string spool_dir_where = "limits.spool_dir (default)";
 };
 
 // ------------------------------------------------------------------------------- TOML file
@@ -546,14 +549,20 @@ void ReadTimeouts(const TableReader& table, Timeouts& timeouts) {
   }
 }
 
-void ReadLimits(const TableReader& table, Limits& limits) {
-  table.OnlyKeys({"max_sessions", "max_upstream_line", "max_auth_line", "max_filter_size"});
+void ReadLimits(const TableReader& table, Limits& limits, Draft& draft) {
+  table.OnlyKeys({"max_sessions", "max_upstream_line", "max_auth_line", "filter_memory",
+                  "max_filter_size", "spool_dir"});
   if (auto n = table.Integer("max_sessions", kSessionsRange)) limits.max_sessions = *n;
   if (auto n = table.Integer("max_upstream_line", kUpstreamLineRange)) {
     limits.max_upstream_line = *n;
   }
   if (auto n = table.Integer("max_auth_line", kAuthLineRange)) limits.max_auth_line = *n;
+  if (auto n = table.Integer("filter_memory", kFilterSizeRange)) limits.filter_memory = *n;
   if (auto n = table.Integer("max_filter_size", kFilterSizeRange)) limits.max_filter_size = *n;
+  if (auto dir = table.String("spool_dir")) {
+    draft.spool_dir_where = table.Where("spool_dir");
+    limits.spool_dir = ParseFileName(*dir, draft.spool_dir_where);
+  }
 }
 
 void ReadQuarantine(const TableReader& table, Config& config) {
@@ -594,7 +603,7 @@ Draft ReadToml(std::string_view text, const std::string& file) {
     config.log_level = ParseEnum(*level, kLogLevels, root.Where("log_level"));
   }
   if (auto timeouts = root.Table("timeouts")) ReadTimeouts(*timeouts, config.timeouts);
-  if (auto limits = root.Table("limits")) ReadLimits(*limits, config.limits);
+  if (auto limits = root.Table("limits")) ReadLimits(*limits, config.limits, draft);
   for (const auto& [name, where] : root.Strings("pass_through_commands")) {
     AddPassThrough(ParseCommandName(name, where), config.pass_through_commands);
   }
@@ -650,7 +659,9 @@ struct Flags {
   std::optional<std::string> log_level;
   std::optional<std::string> max_sessions;
   std::optional<std::string> max_upstream_line;
+  std::optional<std::string> filter_memory;
   std::optional<std::string> max_filter_size;
+  std::optional<std::string> spool_dir;
   std::optional<std::string> filter_keepalive;
   std::vector<std::string> pass_through;
   std::vector<std::string> trusted_networks;
@@ -693,8 +704,13 @@ void DeclareFlags(CLI::App& app, Flags& flags) {
   text("--max-sessions", flags.max_sessions, "N", "concurrent sessions (default 1000)");
   text("--max-upstream-line", flags.max_upstream_line, "BYTES",
        "longest status line from the server (default 4096)");
+  text("--filter-memory", flags.filter_memory, "BYTES",
+       "hold a message for the plugins in memory up to this, spool it beyond (default "
+       "8388608)");
   text("--max-filter-size", flags.max_filter_size, "BYTES",
-       "larger messages pass the plugins unfiltered (default 8388608)");
+       "larger messages pass the plugins unfiltered (default 67108864)");
+  text("--spool-dir", flags.spool_dir, "DIR",
+       "where messages over --filter-memory are spooled, in unnamed files (default /var/tmp)");
   text("--filter-keepalive", flags.filter_keepalive, "SECONDS",
        "keep a client waiting on a slow plugin alive after this long (default 10)");
   list("--pass-through", flags.pass_through, "CMD", "relay this unknown command; repeatable");
@@ -764,7 +780,8 @@ void ApplyUpstreamFlags(const Flags& flags, Draft& draft) {
   if (flags.upstream_insecure) upstream.verify = false;
 }
 
-void ApplyTimeoutAndLimitFlags(const Flags& flags, Config& config) {
+void ApplyTimeoutAndLimitFlags(const Flags& flags, Draft& draft) {
+  Config& config = draft.config;
   if (flags.upstream_timeout) {
     config.timeouts.upstream = std::chrono::seconds(
         ParseIntegerFlag(*flags.upstream_timeout, kTimeoutRange, "--upstream-timeout"));
@@ -785,6 +802,14 @@ void ApplyTimeoutAndLimitFlags(const Flags& flags, Config& config) {
     config.limits.max_upstream_line =
         ParseIntegerFlag(*flags.max_upstream_line, kUpstreamLineRange, "--max-upstream-line");
   }
+  if (flags.filter_memory) {
+    config.limits.filter_memory =
+        ParseIntegerFlag(*flags.filter_memory, kFilterSizeRange, "--filter-memory");
+  }
+  if (flags.spool_dir) {
+    draft.spool_dir_where = "--spool-dir";
+    config.limits.spool_dir = ParseFileName(*flags.spool_dir, "--spool-dir");
+  }
   if (flags.max_filter_size) {
     config.limits.max_filter_size =
         ParseIntegerFlag(*flags.max_filter_size, kFilterSizeRange, "--max-filter-size");
@@ -801,7 +826,7 @@ void ApplyFlags(const Flags& flags, Draft& draft) {
   Config& config = draft.config;
   ApplyListenerFlags(flags, config);
   ApplyUpstreamFlags(flags, draft);
-  ApplyTimeoutAndLimitFlags(flags, config);
+  ApplyTimeoutAndLimitFlags(flags, draft);
   if (!flags.plugins.empty()) {
     config.plugins.clear();
     for (const std::string& spec : flags.plugins) {
@@ -826,6 +851,12 @@ void ApplyFlags(const Flags& flags, Draft& draft) {
 
 // ------------------------------------------------------------------------------ finishing
 
+bool IsWritableDirectory(const std::string& path) {
+  struct stat info {};
+  return ::stat(path.c_str(), &info) == 0 && S_ISDIR(info.st_mode) &&
+         ::access(path.c_str(), W_OK | X_OK) == 0;
+}
+
 // Checks that span settings which may come from the file or the flags, then fills defaults.
 Config Finish(Draft draft) {
   Config& config = draft.config;
@@ -838,6 +869,12 @@ Config Finish(Draft draft) {
     if (!config.upstream.server_name.empty()) {
       Fail(draft.server_name_where, "set, but upstream TLS is none");
     }
+  }
+  // Checked here, not when a large message arrives: a spool that can't work would only
+  // show as tempfailed messages much later.
+  if (!IsWritableDirectory(config.limits.spool_dir)) {
+    Fail(draft.spool_dir_where,
+         Quoted(config.limits.spool_dir) + " is not a directory popgate can write to");
   }
   if (config.listeners.empty()) config.listeners.push_back(DefaultListener());
   return std::move(draft.config);

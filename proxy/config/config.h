@@ -57,9 +57,12 @@ struct Limits {
   std::size_t max_command_line = 255;    // octets incl. CRLF (RFC 2449 §4)
   std::size_t max_auth_line = 16384;     // SASL lines (XOAUTH2 exceeds 255)
   std::size_t max_upstream_line = 4096;  // status lines and greeting from the upstream
-  // Messages up to this size are held in memory for the filter chain; larger ones pass
-  // unfiltered (logged), so memory per filtered RETR is bounded by it.
-  std::size_t max_filter_size = 8 * 1024 * 1024;
+  // A message for a whole-message filter chain is held in memory up to filter_memory and
+  // spooled to an unnamed file in spool_dir beyond it, so memory per filtered RETR is
+  // bounded by filter_memory; messages over max_filter_size pass unfiltered (logged).
+  std::size_t filter_memory = 8 * 1024 * 1024;
+  std::size_t max_filter_size = 64 * 1024 * 1024;
+  std::string spool_dir = "/var/tmp";  // on disk: /tmp is often RAM (tmpfs)
 };
 
 enum class LogLevel { kTrace, kDebug, kInfo, kWarn, kError };

@@ -98,7 +98,9 @@ void ExpectDefaultsExceptUpstream(const Config& config) {
   EXPECT_EQ(config.limits.max_command_line, 255u);
   EXPECT_EQ(config.limits.max_auth_line, 16384u);
   EXPECT_EQ(config.limits.max_upstream_line, 4096u);
-  EXPECT_EQ(config.limits.max_filter_size, 8u * 1024 * 1024);
+  EXPECT_EQ(config.limits.filter_memory, 8u * 1024 * 1024);
+  EXPECT_EQ(config.limits.max_filter_size, 64u * 1024 * 1024);
+  EXPECT_EQ(config.limits.spool_dir, "/var/tmp");
   EXPECT_TRUE(config.pass_through_commands.empty());
   EXPECT_EQ(config.quarantine_path, "");
 }
@@ -169,6 +171,8 @@ TEST(ConfigFlags, EveryFlag) {
       "--max-sessions", "50",
       "--max-upstream-line", "8192",
       "--max-filter-size", "1048576",
+      "--filter-memory", "65536",
+      "--spool-dir", "/tmp",
       "--filter-keepalive", "3",
       "--pass-through", "xtnd",
       "--pass-through", "X2",
@@ -199,6 +203,8 @@ TEST(ConfigFlags, EveryFlag) {
   EXPECT_EQ(config.limits.max_sessions, 50u);
   EXPECT_EQ(config.limits.max_upstream_line, 8192u);
   EXPECT_EQ(config.limits.max_filter_size, 1048576u);
+  EXPECT_EQ(config.limits.filter_memory, 65536u);
+  EXPECT_EQ(config.limits.spool_dir, "/tmp");
   EXPECT_EQ(config.timeouts.filter_keepalive, seconds(3));
   EXPECT_EQ(config.pass_through_commands, (std::vector<std::string>{"XTND", "X2"}));
 }
@@ -624,7 +630,14 @@ TEST(ConfigFileErrors, UnknownKeysNameTheirLine) {
             "filter_keepalive)");
   EXPECT_EQ(TomlError("[limits]\nmax_session = 5\n"),
             "p.toml:2: limits.max_session: unknown key (expected one of: max_sessions, "
-            "max_upstream_line, max_auth_line, max_filter_size)");
+            "max_upstream_line, max_auth_line, filter_memory, max_filter_size, spool_dir)");
+  // The spool directory is checked at start-up, not when the first large message comes.
+  EXPECT_EQ(TomlError("[limits]\nspool_dir = \"/nonexistent/spool\"\n"),
+            "p.toml:2: limits.spool_dir: \"/nonexistent/spool\" is not a directory popgate can "
+            "write to");
+  EXPECT_EQ(TomlError("[limits]\nspool_dir = \"/etc/hostname\"\n"),
+            "p.toml:2: limits.spool_dir: \"/etc/hostname\" is not a directory popgate can "
+            "write to");
   // A misspelt table is reported at its header.
   EXPECT_EQ(TomlError("threads = 1\n\n[timeout]\nidle = 5\n").substr(0, 26),
             "p.toml:3: timeout: unknown");
