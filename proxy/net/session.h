@@ -23,12 +23,17 @@
 
 #include "config/config.h"
 #include "filter/chain.h"
+#include "mail/shared_bytes.h"
 #include "net/asio.h"
 #include "net/filtering.h"
 #include "net/stream.h"
 #include "pop3/command.h"
 #include "pop3/line_reader.h"
 #include "pop3/multiline.h"
+
+namespace popgate::spool {
+class HeldContent;
+}  // namespace popgate::spool
 
 namespace popgate::net {
 
@@ -102,9 +107,10 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // Keep-alive bytes sent while the filter chain works on a message (session_filter.cc).
   struct KeepAlive {
-    std::string status_line;  // the upstream's "+OK ...", sent with the first byte
-    std::string source;       // bytes that may go ahead: the original's stuffed headers
-    std::size_t sent = 0;     // of `source`; the status line has gone too when > 0
+    std::string status_line;   // the upstream's "+OK ...", sent with the first byte
+    std::string_view content;  // the original as content (the header block at least)
+    std::string source;        // bytes that may go ahead: its stuffed headers, made once needed
+    std::size_t sent = 0;      // of `source`; the status line has gone too when > 0
   };
 
   asio::awaitable<void> Run();
@@ -168,10 +174,20 @@ class Session : public std::enable_shared_from_this<Session> {
                                                             bool blocking_io = false);
   asio::awaitable<bool> SendKeepAliveByte(KeepAlive& keepalive);
   asio::awaitable<void> SendUpstreamNoop();
-  // Sends `message` (stuffed lines) after what keep-alive has sent of it, then the end.
-  // `body`, if any, follows `message` unchanged.
-  asio::awaitable<bool> DeliverFiltered(const KeepAlive& keepalive, std::string_view message,
-                                        std::string_view body = {});
+  // Reads the rest of a message for the chain into `held` until it ends or outgrows
+  // max_filter_size. Nullopt if the session ended; otherwise whether it is complete
+  // (false: too large, or the spool failed and held.error() says why).
+  asio::awaitable<std::optional<bool>> HoldRest(pop3::MultiLineDecoder& decoder,
+                                                spool::HeldContent& held, bool done,
+                                                std::string_view during);
+  // Sends `head` (stuffed lines) after what keep-alive has sent of it, then `body`, then
+  // the end. `body` is canonical content (a view of `source`), stuffed on the way.
+  asio::awaitable<bool> DeliverFiltered(const KeepAlive& keepalive, std::string_view head,
+                                        mail::SharedBytes source = {}, std::string_view body = {});
+  // Sends client_out_ and then `content` (canonical, a view of `source`) stuffed, from
+  // where it is held; if the two are small, only appends `content` to client_out_ for
+  // the caller's next write.
+  asio::awaitable<bool> WriteContent(mail::SharedBytes source, std::string_view content);
   asio::awaitable<bool> WithholdFiltered(const pop3::Command& command, const KeepAlive& keepalive,
                                          const FilterOutcome& outcome);
   asio::awaitable<bool> WriteClient(std::string_view bytes);

@@ -6,15 +6,19 @@
 #include "net/session_internal.h"
 #include "pop3/multiline.h"
 #include "quarantine/maildir_quarantine.h"
+#include "spool/held_content.h"
+#include "spool/spool_file.h"
 
 // Session: the filter chain. It is made and started with the session; client commands
 // pass its command hooks; RETR and TOP pass its message hooks, which run on the chain's
 // strand in the filter pool (plugins may block) while the session waits on its own.
 //
 // A message goes to the chain in one of two ways:
-//  - whole (some plugin needs the body): held up to max_filter_size, then the chain's
-//    result is sent; larger messages pass unfiltered. TOP asks the upstream for the whole
-//    message, so TOP and RETR see the same classification, and is cut to the lines asked.
+//  - whole (some plugin needs the body): held as content, in memory up to filter_memory
+//    and spooled to an unnamed file beyond, up to max_filter_size; then the chain's
+//    result is sent, re-stuffed on the way out from where it is held. Larger messages pass
+//    unfiltered. TOP asks the upstream for the whole message, so TOP and RETR see the
+//    same classification, and is cut to the lines asked.
 //  - headers only: the header block is held, the chain's header block is sent, and the
 //    body streams through behind it without being held.
 // What the chain decides: pass (the message as the plugins left it), tempfail (-ERR
@@ -45,17 +49,13 @@ constexpr const char* kWholeTop = "99999999";
 // A header block larger than this is not held for a headers-only chain: the message
 // passes unfiltered.
 constexpr std::size_t kMaxHeaderBlock = 1024 * 1024;
-// A message held for the chain that grows past this gets its whole room at once.
-constexpr std::size_t kReserveAbove = 256 * 1024;
+// A large message goes to the client in pieces of this size, from where it is held.
+constexpr std::size_t kDeliverPiece = 256 * 1024;
 
 std::string Stuffed(std::string_view content) {
   std::string wire;
   pop3::StuffLines(content, wire);
   return wire;
-}
-
-bool HasStuffedLine(std::string_view wire) {
-  return wire.starts_with('.') || wire.find("\n.") != std::string_view::npos;
 }
 
 std::string Unstuffed(std::string_view wire) {
@@ -64,12 +64,13 @@ std::string Unstuffed(std::string_view wire) {
   return content;
 }
 
-// The bytes keep-alive may send ahead: the header block less its last two bytes (the
-// blank line, or for a message of headers only the last line end), so headers a plugin
-// adds at the end of the block still fit behind them.
-std::string_view KeepAliveSource(std::string_view wire) {
-  std::size_t end = pop3::HeaderBlockEnd(wire);
-  return wire.substr(0, end >= 2 ? end - 2 : 0);
+// The bytes keep-alive may send ahead, of a message's content: its header block stuffed,
+// less the last two bytes (the blank line, or for a message of headers only the last line
+// end), so headers a plugin adds at the end of the block still fit behind them.
+std::string KeepAliveSource(std::string_view content) {
+  std::string wire = Stuffed(content.substr(0, pop3::HeaderBlockEnd(content)));
+  wire.resize(wire.size() >= 2 ? wire.size() - 2 : 0);
+  return wire;
 }
 
 // Runs `fn` on `executor`; co_await the result. Not itself a coroutine: GCC 12 destroys a
@@ -90,11 +91,12 @@ struct FilterOutcome {
   std::string reason;
   std::string decided_by;
   std::string quarantine_id;
-  bool unchanged = false;  // pass, nothing modified: send what was received
-  std::string wire;        // otherwise: the stuffed lines to send (message or notice)
-  // `wire` is only the new header block: the body goes out as received, from where it is
-  // held (plugins that only edit headers cost no copy of the message).
-  bool body_as_received = false;
+  // What the client gets on pass or reject: `head` (stuffed lines: an edited header
+  // block, a replacement, a notice), then `body`, canonical content stuffed on the way out.
+  // `body` is a view of what the MessageJob holds (the original, or the plugins'
+  // message), so a large message is never copied whole to be sent.
+  std::string head;
+  std::string_view body;
 };
 
 namespace {
@@ -105,8 +107,8 @@ struct MessageJob {
   std::shared_ptr<filter::ChainSession> chain;
   filter::MessageContext context;
   std::string user;
-  std::shared_ptr<const std::string> original;  // un-stuffed, as received
-  std::optional<std::uint64_t> top_lines;       // TOP widened: cut the result to these
+  mail::SharedBytes original;              // content, as received
+  std::optional<std::uint64_t> top_lines;  // TOP widened: cut the result to these
   std::optional<mail::Message> message;
   filter::MessageReport report;
 };
@@ -126,26 +128,19 @@ FilterOutcome RunMessageHooks(MessageJob& job) {
   out.reason = job.report.result.reason;
   out.decided_by = job.report.decided_by;
   if (out.verdict == filter::Verdict::kPass) {
-    if (!job.message->modified() && !job.top_lines) {
-      out.unchanged = true;
-    } else if (!job.message->modified()) {
-      out.wire = Stuffed(CutForTop(*job.original, job.top_lines));
+    if (!job.message->modified()) {
+      out.body = CutForTop(job.original.view(), job.top_lines);
     } else {
       auto parts = job.message->parts();
-      pop3::StuffLines(parts.headers, out.wire);
-      pop3::StuffLines(parts.separator, out.wire);
-      const std::string& original = *job.original;
-      bool body_untouched =
-          parts.body.data() >= original.data() &&
-          parts.body.data() + parts.body.size() <= original.data() + original.size();
-      if (body_untouched && !job.top_lines) {
-        out.body_as_received = true;
-      } else if (job.top_lines) {
-        // A change to the header block moves where TOP's lines start; cut the body.
-        pop3::StuffLines(parts.body.substr(0, pop3::FirstLinesLength(parts.body, *job.top_lines)),
-                         out.wire);
+      pop3::StuffLines(parts.headers, out.head);
+      pop3::StuffLines(parts.separator, out.head);
+      // A change to the header block moves where TOP's lines start: cut the body itself.
+      std::string_view body = parts.body;
+      if (job.top_lines) body = body.substr(0, pop3::FirstLinesLength(body, *job.top_lines));
+      if (job.original.contains(body)) {
+        out.body = body;  // as received: decoded, so canonical
       } else {
-        pop3::StuffLines(parts.body, out.wire);
+        pop3::StuffLines(body, out.head);  // a plugin's: any line ends
       }
     }
   }
@@ -167,13 +162,13 @@ FilterOutcome QuarantineRejected(MessageJob& job, FilterOutcome out,
     out.reason = "rejected, but no [quarantine] path is configured: " + out.reason;
   } else {
     try {
-      quarantine::Entry entry{*job.original, session_id,     job.user,
-                              client,        out.decided_by, out.reason};
+      quarantine::Entry entry{job.original.view(), session_id, job.user, client,
+                              out.decided_by,      out.reason};
       out.quarantine_id = store->Store(entry);
       mail::Message original(job.original);
       std::string notice =
           quarantine::RejectNotice(original, out.quarantine_id, out.decided_by, out.reason);
-      out.wire = Stuffed(CutForTop(notice, job.top_lines));
+      out.head = Stuffed(CutForTop(notice, job.top_lines));
       job.report.quarantine_id = out.quarantine_id;
       job.report.size_out = notice.size();
     } catch (const std::exception& e) {
@@ -195,6 +190,22 @@ std::function<FilterOutcome()> QuarantineJob(std::shared_ptr<MessageJob> job, Fi
       [job = std::move(job), out = std::move(out), store, session_id, client = std::move(client)] {
         return QuarantineRejected(*job, out, store, session_id, client);
       };
+}
+
+// Keep-alive sent the start of the original's header block ahead, and an untouched
+// message's outcome is all body: its header block moves into the head, where the bytes
+// already sent are checked and skipped.
+void HeaderBlockIntoHead(FilterOutcome& outcome) {
+  std::size_t end = pop3::HeaderBlockEnd(outcome.body);
+  pop3::StuffLines(outcome.body.substr(0, end), outcome.head);
+  outcome.body.remove_prefix(end);
+}
+
+FilterOutcome SpoolFailure(const spool::HeldContent& held) {
+  FilterOutcome failed;
+  failed.verdict = filter::Verdict::kTempFail;
+  failed.reason = "could not spool the message for the filters: " + held.error();
+  return failed;
 }
 
 void LogRejected(std::uint64_t session_id, const pop3::Command& command,
@@ -316,56 +327,59 @@ asio::awaitable<bool> Session::RelayFiltered(const Pending& pending, std::string
 asio::awaitable<bool> Session::RelayWholeFiltered(const Pending& pending, std::string status_line) {
   const pop3::Command command = *pending.command;
   const std::optional<std::uint64_t> top_lines = pending.top_lines;
-  // Held stuffed, as it would be relayed: if it outgrows max_filter_size it goes on
-  // unfiltered without being re-encoded.
-  pop3::MultiLineDecoder decoder(pop3::MultiLineDecoder::Output::kStuffed);
-  std::string wire;
-  auto progress = decoder.Feed(upstream_in_, wire);
+  KeepAlive keepalive{std::move(status_line), {}, {}, 0};
+  // Held as content, as the plugins see it: in memory up to filter_memory, spooled beyond.
+  pop3::MultiLineDecoder decoder(pop3::MultiLineDecoder::Output::kContent);
+  spool::HeldContent held(config_.limits.filter_memory, config_.limits.spool_dir);
+  auto progress = decoder.Feed(upstream_in_, held.buffer());
   upstream_in_.erase(0, progress.consumed);
-  bool done = progress.done;
-  while (!done && wire.size() <= config_.limits.max_filter_size) {
-    if (wire.size() > kReserveAbove && wire.capacity() < config_.limits.max_filter_size) {
-      // Large: room for all of it at once, so growing never holds two copies (old and
-      // new buffer) at the same time. Pages are only touched as they are written.
-      wire.reserve(config_.limits.max_filter_size + 2 * kWriteChunk);
-    }
-    auto next = co_await DecodeNextChunk(decoder, wire, command.keyword);
-    if (!next) {
+  std::optional<bool> complete = co_await HoldRest(decoder, held, progress.done, command.keyword);
+  if (!complete) {
+    co_return false;
+  }
+  const bool spooled = held.spooled();
+  std::optional<mail::SharedBytes> content;
+  if (held.error().empty()) content = held.Take();
+  if (content && spooled) {
+    spdlog::info("session {} {} {}: {} bytes, past filter_memory: spooling", id_, command.keyword,
+                 command.args[0], content->size());
+  }
+  if (!content) {
+    // A full disk, say: the message can't be filtered now; the client retries later.
+    spdlog::error("session {} {} {}: {}", id_, command.keyword, command.args[0],
+                  LogSafe(SpoolFailure(held).reason));
+    if (!co_await DrainRest(decoder, *complete, command.keyword)) {
       co_return false;
     }
-    done = next->done;
+    co_return co_await WithholdFiltered(command, keepalive, SpoolFailure(held));
   }
-  if (!done) {
+
+  if (!*complete) {
     spdlog::info("session {} {} {}: larger than max_filter_size ({} bytes), passed unfiltered", id_,
                  command.keyword, command.args[0], config_.limits.max_filter_size);
+    std::string_view so_far = content->view();
     if (top_lines) {
       // Widened for the chain, which won't see it: the client gets what it asked for.
-      std::size_t cut = pop3::TopLength(wire, *top_lines);
-      if (cut == wire.size()) {
+      std::size_t cut = pop3::TopLength(so_far, *top_lines);
+      if (cut == so_far.size()) {
         spdlog::warn("session {} TOP {} {} reaches past max_filter_size: closing", id_,
                      command.args[0], *top_lines);
         End(EndReason::kFilterLate);
         co_return false;
       }
-      wire.resize(cut);
       if (!co_await DrainRest(decoder, false, command.keyword)) {
         co_return false;
       }
-      client_out_ = std::move(status_line) + "\r\n" + wire;
-      co_return co_await WriteEndOfResponse();
+      co_return co_await DeliverFiltered(keepalive, {}, *content, so_far.substr(0, cut));
     }
-    // What was held goes out from where it is, and is freed before the rest streams: a
-    // session holds at most max_filter_size, never a copy of it too.
-    responding_ = true;
-    status_line += "\r\n";
-    if (!co_await WriteClient(status_line)) {
+    // What was held goes out from where it is, then the rest streams behind it, stuffed
+    // by the decoder: it knows where the line it stopped in stands.
+    decoder.set_output(pop3::MultiLineDecoder::Output::kStuffed);
+    client_out_ = std::move(keepalive.status_line) + "\r\n";
+    if (!co_await WriteContent(*content, so_far)) {
       co_return false;
     }
-    if (!co_await WriteClient(wire)) {
-      co_return false;
-    }
-    std::string().swap(wire);
-    client_out_.clear();
+    content.reset();
     co_return co_await StreamRest(decoder, false, command.keyword);
   }
 
@@ -376,18 +390,9 @@ asio::awaitable<bool> Session::RelayWholeFiltered(const Pending& pending, std::s
   job->context.partial = command.verb == Verb::kTop && !top_lines;
   job->user = user_;
   job->top_lines = top_lines;
-  // Without stuffed lines the wire form is the content itself (both end lines in CRLF):
-  // the message is then held once, and an untouched one is sent from there.
-  std::shared_ptr<const std::string> held;
-  if (HasStuffedLine(wire)) {
-    job->original = std::make_shared<const std::string>(Unstuffed(wire));
-    held = std::make_shared<const std::string>(std::move(wire));
-  } else {
-    held = std::make_shared<const std::string>(std::move(wire));
-    job->original = held;
-  }
+  job->original = std::move(*content);
+  keepalive.content = job->original.view();
 
-  KeepAlive keepalive{std::move(status_line), std::string(KeepAliveSource(*held)), 0};
   std::function<FilterOutcome()> run_hooks = [job] { return RunMessageHooks(*job); };
   auto outcome = co_await AwaitFilter(std::move(run_hooks), keepalive);
   if (!outcome) {
@@ -402,16 +407,10 @@ asio::awaitable<bool> Session::RelayWholeFiltered(const Pending& pending, std::s
     }
     LogRejected(id_, command, *outcome);
   }
-  if (outcome->verdict == filter::Verdict::kPass && outcome->unchanged) {
-    co_return co_await DeliverFiltered(keepalive, *held);
-  }
-  if (outcome->verdict == filter::Verdict::kPass && outcome->body_as_received) {
-    std::string_view body = std::string_view(*held).substr(pop3::HeaderBlockEnd(*held));
-    co_return co_await DeliverFiltered(keepalive, outcome->wire, body);
-  }
   // A reject that reached here is stored: the client gets its notice.
   if (outcome->verdict == filter::Verdict::kPass || outcome->verdict == filter::Verdict::kReject) {
-    co_return co_await DeliverFiltered(keepalive, outcome->wire);
+    if (keepalive.sent > 0 && outcome->head.empty()) HeaderBlockIntoHead(*outcome);
+    co_return co_await DeliverFiltered(keepalive, outcome->head, job->original, outcome->body);
   }
   co_return co_await WithholdFiltered(command, keepalive, *outcome);
 }
@@ -419,6 +418,7 @@ asio::awaitable<bool> Session::RelayWholeFiltered(const Pending& pending, std::s
 asio::awaitable<bool> Session::RelayHeadersFiltered(const Pending& pending,
                                                     std::string status_line) {
   const pop3::Command command = *pending.command;
+  KeepAlive keepalive{std::move(status_line), {}, {}, 0};
   // Only the header block is held; the body follows it through without being held.
   pop3::MultiLineDecoder decoder(pop3::MultiLineDecoder::Output::kStuffed);
   std::string wire;
@@ -438,7 +438,7 @@ asio::awaitable<bool> Session::RelayHeadersFiltered(const Pending& pending,
   if (!header_end && !done) {
     spdlog::info("session {} {} {}: header block over {} bytes, passed unfiltered", id_,
                  command.keyword, command.args[0], kMaxHeaderBlock);
-    client_out_ = std::move(status_line) + "\r\n" + wire;  // a rare case: copied
+    client_out_ = std::move(keepalive.status_line) + "\r\n" + wire;  // a rare case: copied
     std::string().swap(wire);
     co_return co_await StreamRest(decoder, false, command.keyword);
   }
@@ -451,34 +451,39 @@ asio::awaitable<bool> Session::RelayHeadersFiltered(const Pending& pending,
   job->context.number = std::stoull(command.args[0]);
   job->context.partial = true;  // the plugins see the header block only
   job->user = user_;
-  job->original =
-      std::make_shared<const std::string>(Unstuffed(std::string_view(wire).substr(0, head_size)));
+  job->original = mail::SharedBytes(Unstuffed(std::string_view(wire).substr(0, head_size)));
+  keepalive.content = job->original.view();
 
-  KeepAlive keepalive{std::move(status_line),
-                      std::string(KeepAliveSource(std::string_view(wire).substr(0, head_size))), 0};
   std::function<FilterOutcome()> run_hooks = [job] { return RunMessageHooks(*job); };
   auto outcome = co_await AwaitFilter(std::move(run_hooks), keepalive);
   if (!outcome) {
     co_return false;
   }
   if (outcome->verdict == filter::Verdict::kReject) {
-    // The quarantine needs the whole original: read the rest, within max_filter_size.
-    while (!done && wire.size() <= config_.limits.max_filter_size) {
-      auto next = co_await DecodeNextChunk(decoder, wire, command.keyword);
-      if (!next) {
-        co_return false;
-      }
-      done = next->done;
+    // The quarantine needs the whole original: held as a whole-message chain holds it.
+    spool::HeldContent held(config_.limits.filter_memory, config_.limits.spool_dir);
+    held.buffer() = Unstuffed(wire);
+    std::string().swap(wire);
+    decoder.set_output(pop3::MultiLineDecoder::Output::kContent);
+    std::optional<bool> complete = co_await HoldRest(decoder, held, done, command.keyword);
+    if (!complete) {
+      co_return false;
     }
-    if (!done) {
-      outcome->verdict = filter::Verdict::kTempFail;
-      outcome->reason = "rejected, but too large to quarantine: " + outcome->reason;
-      if (!co_await DrainRest(decoder, false, command.keyword)) {
+    std::optional<mail::SharedBytes> content;
+    if (*complete) content = held.Take();
+    if (!content) {
+      if (held.error().empty()) {
+        outcome->verdict = filter::Verdict::kTempFail;
+        outcome->reason = "rejected, but too large to quarantine: " + outcome->reason;
+      } else {
+        outcome = SpoolFailure(held);
+      }
+      if (!co_await DrainRest(decoder, *complete, command.keyword)) {
         co_return false;
       }
       co_return co_await WithholdFiltered(command, keepalive, *outcome);
     }
-    job->original = std::make_shared<const std::string>(Unstuffed(wire));
+    job->original = std::move(*content);
     std::function<FilterOutcome()> quarantine =
         QuarantineJob(job, std::move(*outcome), filters_.quarantine, id_, client_address_);
     outcome = co_await AwaitFilter(std::move(quarantine), keepalive, true);
@@ -487,7 +492,7 @@ asio::awaitable<bool> Session::RelayHeadersFiltered(const Pending& pending,
     }
     LogRejected(id_, command, *outcome);
     if (outcome->verdict == filter::Verdict::kReject) {  // stored: the notice goes out
-      co_return co_await DeliverFiltered(keepalive, outcome->wire);
+      co_return co_await DeliverFiltered(keepalive, outcome->head);
     }
     co_return co_await WithholdFiltered(command, keepalive, *outcome);
   }
@@ -499,17 +504,32 @@ asio::awaitable<bool> Session::RelayHeadersFiltered(const Pending& pending,
   }
 
   // Pass: the chain's header block, then the rest as it comes.
-  std::string head = outcome->unchanged ? wire.substr(0, head_size) : std::move(outcome->wire);
-  if (keepalive.sent > 0) {
-    if (!head.starts_with(keepalive.source.substr(0, keepalive.sent))) {
-      co_return co_await DeliverFiltered(keepalive, head);  // closes: it can't be delivered
-    }
-    client_out_ = head.substr(keepalive.sent);
-  } else {
-    client_out_ = std::move(keepalive.status_line) + "\r\n" + head;
+  std::string head = std::move(outcome->head);
+  pop3::ContentStuffer().Append(outcome->body, head);
+  std::string_view ahead = std::string_view(keepalive.source).substr(0, keepalive.sent);
+  if (!head.starts_with(ahead)) {
+    co_return co_await DeliverFiltered(keepalive, head);  // closes: it can't be delivered
   }
+  client_out_.clear();
+  if (keepalive.sent == 0) client_out_ = std::move(keepalive.status_line) + "\r\n";
+  client_out_.append(head, ahead.size());
   client_out_.append(wire, head_size);
   co_return co_await StreamRest(decoder, done, command.keyword);
+}
+
+asio::awaitable<std::optional<bool>> Session::HoldRest(pop3::MultiLineDecoder& decoder,
+                                                       spool::HeldContent& held, bool done,
+                                                       std::string_view during) {
+  bool settled = held.Settle();
+  while (settled && !done && held.size() <= config_.limits.max_filter_size) {
+    auto next = co_await DecodeNextChunk(decoder, held.buffer(), during);
+    if (!next) {
+      co_return std::nullopt;
+    }
+    done = next->done;
+    settled = held.Settle();
+  }
+  co_return settled&& done;
 }
 
 asio::awaitable<bool> Session::DrainRest(pop3::MultiLineDecoder& decoder, bool done,
@@ -594,6 +614,8 @@ asio::awaitable<std::optional<FilterOutcome>> Session::AwaitFilter(
 }
 
 asio::awaitable<bool> Session::SendKeepAliveByte(KeepAlive& keepalive) {
+  // Made only now: most messages are filtered before keep-alive is needed.
+  if (keepalive.sent == 0) keepalive.source = KeepAliveSource(keepalive.content);
   if (keepalive.sent >= keepalive.source.size()) {
     // Nothing left that may go ahead (a message with a tiny header block): wait.
     co_return !ended_;
@@ -622,10 +644,10 @@ asio::awaitable<void> Session::SendUpstreamNoop() {
   co_await FlushUpstream();
 }
 
-asio::awaitable<bool> Session::DeliverFiltered(const KeepAlive& keepalive, std::string_view message,
-                                               std::string_view body) {
+asio::awaitable<bool> Session::DeliverFiltered(const KeepAlive& keepalive, std::string_view head,
+                                               mail::SharedBytes source, std::string_view body) {
   std::string_view ahead = std::string_view(keepalive.source).substr(0, keepalive.sent);
-  if (!message.starts_with(ahead)) {
+  if (!head.starts_with(ahead)) {
     // A plugin changed bytes the client already has: no honest way to finish this
     // message. Closing without the end line makes the client drop it and retry.
     spdlog::warn(
@@ -635,27 +657,49 @@ asio::awaitable<bool> Session::DeliverFiltered(const KeepAlive& keepalive, std::
     End(EndReason::kFilterLate);
     co_return false;
   }
-  std::string_view rest = message.substr(ahead.size());
   client_out_.clear();
   if (keepalive.sent == 0) client_out_ = keepalive.status_line + "\r\n";
-  if (rest.size() + body.size() <= kWriteChunk) {
-    client_out_.append(rest);
-    client_out_.append(body);
-    co_return co_await WriteEndOfResponse();
+  client_out_.append(head.substr(ahead.size()));
+  if (!co_await WriteContent(std::move(source), body)) {
+    co_return false;
   }
-  // A large message goes from where it is held, not through another copy.
+  co_return co_await WriteEndOfResponse();
+}
+
+asio::awaitable<bool> Session::WriteContent(mail::SharedBytes source, std::string_view content) {
+  pop3::ContentStuffer stuffer;
+  if (client_out_.size() + content.size() <= kWriteChunk) {
+    stuffer.Append(content, client_out_);
+    co_return true;
+  }
   responding_ = true;
-  client_out_.append(rest);
   if (!co_await WriteClient(client_out_)) {
     co_return false;
   }
-  if (!body.empty()) {
-    if (!co_await WriteClient(body)) {
+  client_out_.clear();
+  // From where it is held, a piece at a time: a piece without dot lines is sent as it
+  // is, and a spooled message's pages leave memory once sent.
+  std::string stuffed;
+  while (!content.empty()) {
+    std::string_view piece = content.substr(0, kDeliverPiece);
+    std::size_t verbatim = stuffer.VerbatimPrefix(piece);
+    std::string_view out;
+    if (verbatim > 0) {
+      piece = piece.substr(0, verbatim);
+      stuffer.Skip(piece);
+      out = piece;
+    } else {
+      stuffed.clear();
+      stuffer.Append(piece, stuffed);
+      out = stuffed;
+    }
+    if (!co_await WriteClient(out)) {
       co_return false;
     }
+    spool::DropResidentPages(source, piece);
+    content.remove_prefix(piece.size());
   }
-  client_out_.clear();
-  co_return co_await WriteEndOfResponse();
+  co_return true;
 }
 
 asio::awaitable<bool> Session::WithholdFiltered(const pop3::Command& command,

@@ -5,8 +5,8 @@ does what its options say: tag, delay, reject, throw, deny a command, record wha
 What must hold: plugins see whole messages (TOP too, widened) or header blocks only (the
 body streams past); tempfail and reject never lose mail (the quarantine holds the
 original, byte-identical, before the client reads the notice); per-plugin timeouts and
-on_error; a slow plugin never times the client out; messages over max_filter_size pass
-unfiltered.
+on_error; a slow plugin never times the client out; messages past filter_memory are
+spooled and filtered alike, those over max_filter_size pass unfiltered.
 """
 
 from __future__ import annotations
@@ -424,26 +424,30 @@ def big_mailstore():
         yield dc
 
 
-@pytest.mark.parametrize("needs,bound_mib", [("whole", 16 * 8 + 24), ("headers", 24)])
+@pytest.mark.parametrize("needs,filter_memory_mib,bound_mib",
+                         [("whole", 8, 16 * 8 + 24), ("whole", 1, 16 * 1 + 24), ("headers", 8, 24)])
 def test_sixteen_30mb_retrs_stay_within_the_memory_bound(tmp_path, big_mailstore, needs,
-                                                         bound_mib):
-    # Whole-message chain: each session holds at most max_filter_size (8 MiB), then the
-    # rest streams; headers-only: the body streams past, nothing is held.
+                                                         filter_memory_mib, bound_mib):
+    # Whole-message chain: each session holds at most filter_memory, then spools the rest
+    # to a file and is filtered all the same; headers-only: the body streams past.
     plugin = behave(needs=needs, add="X-Behave: memory")
-    with start(tmp_path, big_mailstore.address, [plugin]) as pg:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    extra = f'[limits]\nfilter_memory = {filter_memory_mib << 20}\nspool_dir = "{spool}"\n'
+    with start(tmp_path, big_mailstore.address, [plugin], extra) as pg:
         if "libasan" in Path(f"/proc/{pg.pid}/maps").read_text():
             pytest.skip("memory is measured on the plain build: ASan keeps freed memory")
         warm = login(pg.port)
         warm.retr(1)  # threads, plugin and buffers in place before the baseline
         warm.quit()
         baseline = vm_kib(pg.pid, "VmRSS")
-        sizes: list[int] = []
+        fetched: list[list[bytes]] = []
         errors: list[BaseException] = []
 
         def fetch():
             try:
                 p = login(pg.port, timeout=120)
-                sizes.append(sum(len(line) + 2 for line in p.retr(2)[1]))
+                fetched.append(p.retr(2)[1])
                 p.quit()
             except BaseException as e:  # noqa: BLE001 - reported below
                 errors.append(e)
@@ -454,9 +458,92 @@ def test_sixteen_30mb_retrs_stay_within_the_memory_bound(tmp_path, big_mailstore
         for t in threads:
             t.join(300)
         peak = vm_kib(pg.pid, "VmHWM")
+        spooled = "spooling" in pg.log
     assert not errors, errors
-    assert len(sizes) == 16 and len(set(sizes)) == 1 and sizes[0] > 30_000_000
+    assert len(fetched) == 16
+    want = direct_retr(big_mailstore, 2)
+    assert sum(len(line) + 2 for line in want) > 30_000_000
+    for lines in fetched:  # each one filtered, and whole
+        assert split(lines)[0] == split(want)[0] + [b"X-Behave: memory"]
+        assert split(lines)[1] == split(want)[1]
+    assert spooled == (needs == "whole")
+    assert list(spool.iterdir()) == []  # unnamed files: nothing left behind
     growth_mib = (peak - baseline) / 1024
-    print(f"{needs}: baseline {baseline / 1024:.1f} MiB, peak {peak / 1024:.1f} MiB, "
-          f"growth {growth_mib:.1f} MiB for 16 x {sizes[0] / 1e6:.1f} MB")
+    print(f"{needs}, filter_memory {filter_memory_mib} MiB: baseline {baseline / 1024:.1f} MiB, "
+          f"peak {peak / 1024:.1f} MiB, growth {growth_mib:.1f} MiB for 16 x 30 MB")
     assert growth_mib <= bound_mib
+
+
+DOT_HEAVY_BODY = b"".join(b".%06d a line that begins with a dot\r\n..two\r\n.\r\nplain %d\r\n" % (i, i)
+                          for i in range(30000))  # about 1.6 MB, a quarter of its lines dots
+
+
+@pytest.fixture()
+def dot_mailstore():
+    with Dovecot(users={"dave": "pw"}) as dc:
+        dc.populate("dave", [mail("dots", DOT_HEAVY_BODY), mail("big", BIG_BODY)])
+        yield dc
+
+
+def test_spooled_messages_are_filtered_and_byte_identical(tmp_path, dot_mailstore):
+    # Past filter_memory (64 KiB here) a message is spooled; the plugin still sees all of
+    # it, and what comes out is the original plus the tag, dot lines and all.
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    extra = f'[limits]\nfilter_memory = 65536\nspool_dir = "{spool}"\n'
+    with start(tmp_path, dot_mailstore.address, [behave(add="X-Behave: spooled")], extra) as pg:
+        p = login(pg.port)
+        got = {n: p.retr(n)[1] for n in (1, 2)}
+        top = p.top(1, 7)[1]
+        p.quit()
+        assert "spooling" in pg.log
+    d = direct(dot_mailstore)
+    want = {n: d.retr(n)[1] for n in (1, 2)}
+    want_top = d.top(1, 7)[1]
+    d.quit()
+    for n in (1, 2):
+        assert split(got[n])[0] == split(want[n])[0] + [b"X-Behave: spooled"]
+        assert split(got[n])[1] == split(want[n])[1]
+    assert split(top)[0] == split(want_top)[0] + [b"X-Behave: spooled"]
+    assert split(top)[1] == split(want_top)[1]
+    assert list(spool.iterdir()) == []
+
+
+def test_spooled_messages_over_max_filter_size_pass_unfiltered(tmp_path, dot_mailstore):
+    # Spooled, then too large after all: what was spooled goes out, then the rest streams,
+    # byte-identical; TOP gets the lines it asked for.
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    extra = (f'[limits]\nfilter_memory = 65536\nmax_filter_size = 1048576\n'
+             f'spool_dir = "{spool}"\n')
+    with start(tmp_path, dot_mailstore.address, [behave(add="X-Behave: tagged")], extra) as pg:
+        p = login(pg.port)
+        got = {n: p.retr(n)[1] for n in (1, 2)}
+        top = p.top(1, 20)[1]
+        p.quit()
+        assert "passed unfiltered" in pg.log
+    d = direct(dot_mailstore)
+    assert got == {n: d.retr(n)[1] for n in (1, 2)}
+    assert top == d.top(1, 20)[1]
+    d.quit()
+
+
+def test_a_spool_that_fails_is_a_temporary_failure(tmp_path, dot_mailstore):
+    # The spool directory goes away after start-up: the message can't be filtered now, so
+    # the client gets -ERR [SYS/TEMP], the session goes on, and nothing is lost.
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    extra = f'[limits]\nfilter_memory = 65536\nspool_dir = "{spool}"\n'
+    with start(tmp_path, dot_mailstore.address, [behave(add="X-Behave: tagged")], extra) as pg:
+        spool.rmdir()
+        p = login(pg.port)
+        with pytest.raises(poplib.error_proto, match=r"SYS/TEMP"):
+            p.retr(1)
+        assert p.stat()[0] == 2
+        p.dele(1)
+        p.rset()  # the client would retry; the message is still there
+        p.quit()
+        assert "could not spool" in pg.log
+    d = direct(dot_mailstore)
+    assert d.stat()[0] == 2
+    d.quit()
