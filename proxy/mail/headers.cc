@@ -42,7 +42,7 @@ std::string_view TrimWsp(std::string_view text) {
 
 std::string HeaderField::value() const {
   if (colon_ == std::string::npos) return {};
-  std::string_view rest = std::string_view(raw_).substr(colon_ + 1);
+  std::string_view rest = raw().substr(colon_ + 1);
   std::string out;
   out.reserve(rest.size());
   for (std::size_t i = 0; i < rest.size(); ++i) {
@@ -74,7 +74,22 @@ HeaderSplit SplitHeaders(std::string_view message) {
   return {message.size(), 0};
 }
 
+void HeaderField::Append(std::string_view more) {
+  if (!owned_) {
+    text_ = view_;
+    owned_ = true;
+  }
+  text_.append(more);
+}
+
 Headers::Headers(std::string_view block) {
+  SharedBytes copy(std::string{block});
+  std::string_view view = copy.view();
+  *this = Headers(std::move(copy), view);
+}
+
+Headers::Headers(SharedBytes owner, std::string_view block) : block_(std::move(owner)) {
+  fields_.reserve(block.size() / 48 + 4);  // a guess from typical field lengths: no scan
   std::size_t first_lf = block.find('\n');
   if (first_lf != std::string_view::npos && (first_lf == 0 || block[first_lf - 1] != '\r')) {
     eol_ = "\n";
@@ -87,10 +102,15 @@ Headers::Headers(std::string_view block) {
     pos = next;
     // A line starting with whitespace continues the field before it (RFC 5322 §2.2.3).
     if (IsWsp(line.front()) && !fields_.empty()) {
-      fields_.back().raw_.append(line);
+      // Parsed lines are contiguous: the field's view grows over it.
+      std::string_view& view = fields_.back().view_;
+      view = std::string_view(view.data(), view.size() + line.size());
       continue;
     }
-    std::string_view first = line.substr(0, line.find_first_of("\r\n"));
+    // The colon counts only before the first CR (or the LF that ends the line); one
+    // search for each, not a scan of both at every byte.
+    std::string_view first = line.substr(0, line.find('\r'));
+    if (first.ends_with('\n')) first.remove_suffix(1);
     std::size_t colon = IsWsp(line.front()) ? std::string_view::npos : first.find(':');
     std::size_t name_size = 0;
     if (colon != std::string_view::npos) {
@@ -98,7 +118,7 @@ Headers::Headers(std::string_view block) {
       name_size = colon;
       while (name_size > 0 && IsWsp(first[name_size - 1])) --name_size;
     }
-    fields_.push_back(HeaderField(std::string(line), name_size, colon));
+    fields_.push_back(HeaderField(line, name_size, colon));
   }
 }
 
@@ -166,7 +186,7 @@ void Headers::Add(std::string_view name, std::string_view value) {
   HeaderField field = MakeField(name, value);
   // A block that ended without a line break (a message without a blank line) gets one
   // before the new field, or the two would run together.
-  if (!fields_.empty() && fields_.back().raw_.back() != '\n') fields_.back().raw_.append(eol_);
+  if (!fields_.empty() && fields_.back().raw().back() != '\n') fields_.back().Append(eol_);
   fields_.push_back(std::move(field));
   Touch();
 }
@@ -193,7 +213,7 @@ std::size_t Headers::Remove(std::string_view name) {
 }
 
 void Headers::AppendTo(std::string& out) const {
-  for (const HeaderField& field : fields_) out.append(field.raw_);
+  for (const HeaderField& field : fields_) out.append(field.raw());
 }
 
 std::string Headers::Serialize() const {
@@ -205,7 +225,7 @@ std::string Headers::Serialize() const {
 
 std::size_t Headers::byte_size() const {
   std::size_t size = 0;
-  for (const HeaderField& field : fields_) size += field.raw_.size();
+  for (const HeaderField& field : fields_) size += field.raw().size();
   return size;
 }
 

@@ -13,6 +13,10 @@
 //
 // Lines in the block that are not fields (no colon, or a continuation line first) are
 // kept as they are, as fields with an empty name that no lookup finds.
+//
+// Parsing copies nothing per field: fields are views of the block, which the Headers
+// (and its copies) share; only fields made by an edit own their bytes. A HeaderField is
+// therefore valid while a Headers it came from lives.
 
 #include <cstddef>
 #include <cstdint>
@@ -21,27 +25,37 @@
 #include <string_view>
 #include <vector>
 
+#include "mail/shared_bytes.h"
+
 namespace popgate::mail {
 
 class HeaderField {
  public:
   // The name as written, without whitespace before the colon; empty for a line that is
   // not a field.
-  std::string_view name() const { return std::string_view(raw_).substr(0, name_size_); }
+  std::string_view name() const { return raw().substr(0, name_size_); }
   // The whole field: name, colon, value, continuation lines, line endings.
-  std::string_view raw() const { return raw_; }
+  std::string_view raw() const { return owned_ ? std::string_view(text_) : view_; }
   // The value unfolded (RFC 5322 §2.2.3: line breaks before whitespace removed), without
   // the whitespace after the colon and at the end. Other bytes as they are (no MIME decoding).
   std::string value() const;
 
  private:
   friend class Headers;
+  // A field made by an edit: it owns its bytes.
   HeaderField(std::string raw, std::size_t name_size, std::size_t colon)
-      : raw_(std::move(raw)), name_size_(name_size), colon_(colon) {}
+      : text_(std::move(raw)), name_size_(name_size), colon_(colon), owned_(true) {}
+  // A parsed field: a view of the block its Headers shares.
+  HeaderField(std::string_view raw, std::size_t name_size, std::size_t colon)
+      : view_(raw), name_size_(name_size), colon_(colon), owned_(false) {}
+  // Appends bytes; a parsed field takes a copy of its own first.
+  void Append(std::string_view more);
 
-  std::string raw_;
+  std::string text_;       // the bytes, when owned_
+  std::string_view view_;  // otherwise: the bytes, in the Headers' block
   std::size_t name_size_;
   std::size_t colon_;  // std::string::npos for a line that is not a field
+  bool owned_;
 };
 
 class Headers {
@@ -51,6 +65,8 @@ class Headers {
   Headers() = default;
   // Parses a header block: the bytes before the blank line, without it. Copies them.
   explicit Headers(std::string_view block);
+  // The same for a block inside `owner` (a view of it): shares it, copies nothing.
+  Headers(SharedBytes owner, std::string_view block);
 
   // The unfolded value of the first field named `name`.
   std::optional<std::string> Get(std::string_view name) const;
@@ -88,6 +104,7 @@ class Headers {
   HeaderField MakeField(std::string_view name, std::string_view value) const;
   void Touch() { ++version_; }
 
+  SharedBytes block_;  // what parsed fields are views of
   std::vector<HeaderField> fields_;
   std::string_view eol_ = "\r\n";  // line ending for new fields: the block's own
   std::uint64_t version_ = 0;

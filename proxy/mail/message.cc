@@ -10,13 +10,14 @@ Message::Message(std::string bytes, bool partial)
 Message::Message(SharedBytes bytes, bool partial)
     : original_(std::move(bytes)), split_(SplitHeaders(original_.view())), partial_(partial) {}
 
-Headers& Message::headers() {
-  if (!headers_) headers_.emplace(header_block());
-  return *headers_;
-}
+Headers& Message::headers() { return const_cast<Headers&>(std::as_const(*this).headers()); }
 
 const Headers& Message::headers() const {
-  if (!headers_) headers_.emplace(header_block());
+  // The header view shares the bytes it was parsed from: nothing is copied.
+  if (!headers_) {
+    SharedBytes base_bytes = replacement_ ? SharedBytes(replacement_) : original_;
+    headers_.emplace(std::move(base_bytes), header_block());
+  }
   return *headers_;
 }
 

@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -36,6 +37,24 @@ TEST(HeadersTest, ParsesFieldsInOrderWithTheirFolding) {
   EXPECT_EQ(headers.Serialize(), kBlock);
   EXPECT_FALSE(headers.modified());
   EXPECT_EQ(headers.byte_size(), kBlock.size());
+}
+
+TEST(HeadersTest, ACopyOutlivesTheHeadersItCameFrom) {
+  // Parsed fields are views of a block the copies share.
+  auto original = std::make_unique<Headers>("Subject: one\r\n two\r\nFrom: a@b\r\n");
+  Headers copy = *original;
+  original.reset();
+  EXPECT_EQ(copy.Get("subject"), "one two");
+  copy.Add("X-New", "v");
+  EXPECT_EQ(copy.Serialize(), "Subject: one\r\n two\r\nFrom: a@b\r\nX-New: v\r\n");
+}
+
+TEST(HeadersTest, ALastFieldWithoutLineEndGetsOneBeforeAnAddedField) {
+  Headers headers("Subject: no line end");
+  Headers untouched = headers;
+  headers.Add("X-New", "v");
+  EXPECT_EQ(headers.Serialize(), "Subject: no line end\r\nX-New: v\r\n");
+  EXPECT_EQ(untouched.Serialize(), "Subject: no line end");  // its copy is its own
 }
 
 TEST(HeadersTest, GetUnfoldsAndTrims) {

@@ -41,6 +41,16 @@ TEST(MessageTest, UntouchedMessageIsTheOriginalWithoutACopy) {
             message.original().data() + message.original().size());
 }
 
+TEST(MessageTest, TheHeaderViewIsParsedWithoutCopyingTheBytes) {
+  Message message(kMessage);
+  std::string_view original = message.original();
+  for (const HeaderField& field : message.headers()) {
+    EXPECT_GE(field.raw().data(), original.data());
+    EXPECT_LE(field.raw().data() + field.raw().size(), original.data() + original.size());
+  }
+  EXPECT_FALSE(message.headers().empty());
+}
+
 TEST(MessageTest, CopiesShareTheBytes) {
   Message message(kMessage);
   Message copy = message;
