@@ -55,7 +55,10 @@ struct ChainSession::Slot {
 // timeout it can run on safely.
 struct ChainSession::Job {
   std::shared_ptr<Plugin> plugin;
-  SessionInfo session;
+  // What the plugin sees of the session: the chain's own for a call made right here,
+  // `session_copy` for one on another thread, which may outlive the chain.
+  const SessionInfo* session = nullptr;
+  SessionInfo session_copy;
   MessageContext context;
   std::optional<mail::Message> message;
   std::string keyword;
@@ -96,48 +99,62 @@ void ChainSession::Log(std::string_view line) const {
   if (log_) log_(line);
 }
 
+namespace {
+
+// Runs `hook`; what it throws comes back as text.
+template <typename Job>
+std::optional<std::string> RunCatching(void (*hook)(Job&), Job& job) {
+  try {
+    hook(job);
+  } catch (const std::exception& e) {
+    return std::string(e.what());
+  } catch (...) {
+    return std::string("unknown exception");
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
 ChainSession::CallResult ChainSession::Call(Slot& slot, const std::shared_ptr<Job>& job,
                                             void (*hook)(Job&)) {
   job->plugin = slot.instance;
-  job->session = info_;
-  auto error = std::make_shared<std::optional<std::string>>();
-  std::function<void()> call = [job, hook, error] {
-    try {
-      hook(*job);
-    } catch (const std::exception& e) {
-      *error = e.what();
-    } catch (...) {
-      *error = "unknown exception";
-    }
+  const auto start = std::chrono::steady_clock::now();
+  const auto elapsed = [start] {
+    return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() -
+                                                                 start);
   };
-
-  auto start = std::chrono::steady_clock::now();
-  bool finished = true;
-  // Inline plugins are called directly: they return at once, and may be on an I/O thread
-  // where waiting for another thread is not allowed.
-  if (invoker_ && slot.execution == Execution::kWorker) {
-    try {
-      finished = invoker_(std::move(call), slot.timeout);
-    } catch (const std::exception& e) {
-      *error = std::string("could not be run: ") + e.what();
-    } catch (...) {
-      *error = "could not be run";
-    }
-  } else {
-    call();
+  // Inline plugins are called right here: they return at once, and may be on an I/O
+  // thread where waiting for another thread is not allowed. Nothing outlives the call, so
+  // it needs no copies.
+  if (!invoker_ || slot.execution == Execution::kInline) {
+    job->session = &info_;
+    std::optional<std::string> error = RunCatching(hook, *job);
+    if (error) return {CallStatus::kException, Printable(*error), elapsed()};
+    return {CallStatus::kOk, {}, elapsed()};
   }
-  auto elapsed = std::chrono::duration_cast<std::chrono::microseconds>(
-      std::chrono::steady_clock::now() - start);
 
+  job->session_copy = info_;
+  job->session = &job->session_copy;
+  auto error = std::make_shared<std::optional<std::string>>();
+  std::function<void()> call = [job, hook, error] { *error = RunCatching(hook, *job); };
+  bool finished = true;
+  try {
+    finished = invoker_(std::move(call), slot.timeout);
+  } catch (const std::exception& e) {
+    *error = std::string("could not be run: ") + e.what();
+  } catch (...) {
+    *error = "could not be run";
+  }
   if (!finished) {
     // The call may still be running: give this instance up. The next hook gets a fresh
     // one; this one lives on in `job` until its call returns.
     slot.instance.reset();
     slot.started = false;
-    return {CallStatus::kTimeout, {}, elapsed};
+    return {CallStatus::kTimeout, {}, elapsed()};
   }
-  if (*error) return {CallStatus::kException, Printable(**error), elapsed};
-  return {CallStatus::kOk, {}, elapsed};
+  if (*error) return {CallStatus::kException, Printable(**error), elapsed()};
+  return {CallStatus::kOk, {}, elapsed()};
 }
 
 void ChainSession::LogFailure(const Slot& slot, std::string_view where, const CallResult& result,
@@ -162,7 +179,7 @@ void ChainSession::StartSlot(Slot& slot) {
   slot.started = true;
   if (!slot.hooks.session) return;
   auto job = std::make_shared<Job>();
-  CallResult result = Call(slot, job, [](Job& j) { j.plugin->SessionStart(j.session); });
+  CallResult result = Call(slot, job, [](Job& j) { j.plugin->SessionStart(*j.session); });
   if (result.status != CallStatus::kOk) LogFailure(slot, "SessionStart", result, {});
 }
 
@@ -212,7 +229,7 @@ void ChainSession::End() {
   for (Slot& slot : slots_) {
     if (!slot.instance || !slot.started || !slot.hooks.session) continue;
     auto job = std::make_shared<Job>();
-    CallResult result = Call(slot, job, [](Job& j) { j.plugin->SessionEnd(j.session); });
+    CallResult result = Call(slot, job, [](Job& j) { j.plugin->SessionEnd(*j.session); });
     if (result.status != CallStatus::kOk) LogFailure(slot, "SessionEnd", result, {});
   }
 }
@@ -271,7 +288,7 @@ CommandOutcome ChainSession::RunCommand(const CommandView& command) {
     job->secret = command.secret;
     if (!command.secret) job->args.assign(command.args.begin(), command.args.end());
     CallResult result = Call(slot, job, [](Job& j) {
-      j.decision = j.plugin->OnCommand(j.session, CommandView{j.keyword, j.args, j.secret});
+      j.decision = j.plugin->OnCommand(*j.session, CommandView{j.keyword, j.args, j.secret});
     });
     if (result.status == CallStatus::kOk) {
       // A reply or line with a line break would let a plugin speak for the server.
@@ -335,7 +352,7 @@ MessageReport ChainSession::RunMessage(const MessageContext& context, mail::Mess
     job->context = context;
     job->message.emplace(message);
     CallResult result = Call(slot, job, [](Job& j) {
-      j.result = j.plugin->OnMessage(j.session, j.context, *j.message);
+      j.result = j.plugin->OnMessage(*j.session, j.context, *j.message);
     });
     run.elapsed = result.elapsed;
 
@@ -385,7 +402,7 @@ void ChainSession::ReportMessage(const MessageContext& context, const mail::Mess
     job->message.emplace(message);
     job->report = report;
     CallResult result = Call(slot, job, [](Job& j) {
-      j.plugin->OnMessageDone(j.session, j.context, *j.message, j.report);
+      j.plugin->OnMessageDone(*j.session, j.context, *j.message, j.report);
     });
     if (result.status != CallStatus::kOk) LogFailure(slot, where, result, {});
   }
