@@ -6,6 +6,7 @@
     bench/callgrind.py --popgate OTHER/popgate --mailbox large
     bench/callgrind.py --tls up              # popgate --upstream-tls implicit to POP3S
     bench/callgrind.py --tls both --target stunnel   # stunnel-pair, for comparison
+    bench/callgrind.py --plugin so:build/libpopgate_add_header.so   # a plugin's cost
 
 Starts a private Dovecot (as scripts/bench.sh does), runs the proxy under
 `valgrind --tool=callgrind` (popgate with --threads 1; nginx with master_process off),
@@ -72,6 +73,8 @@ def main() -> int:
     ap.add_argument("--popgate", default=os.environ.get("POPGATE_BIN", str(rb.REPO / "build-bench" / "popgate")))
     ap.add_argument("--loadgen", default=os.environ.get("LOADGEN_BIN", str(rb.REPO / "build-bench" / "popgate_loadgen")))
     ap.add_argument("--mailbox", choices=["small", "large", "both"], default="both")
+    ap.add_argument("--plugin", action="append", default=[],
+                    help="popgate --plugin SPEC (repeatable): measure a filter chain's cost")
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--outdir", default="/tmp/popgate-callgrind")
     args = ap.parse_args()
@@ -102,6 +105,8 @@ def main() -> int:
             if args.target == "popgate":
                 cmd = [args.popgate, "--listen", f"127.0.0.1:{port}", "--upstream", dovecot.address,
                        "--threads", "1", "--log-level", "warn"]
+                for spec in args.plugin:
+                    cmd += ["--plugin", spec]
                 if args.tls != "none":
                     cmd[4] = dovecot.pop3s_address
                     cmd += ["--upstream-tls", "implicit", "--upstream-ca", str(ca.cert),

@@ -419,31 +419,34 @@ asio::awaitable<bool> Session::RelayHeadersFiltered(const Pending& pending,
                                                     std::string status_line) {
   const pop3::Command command = *pending.command;
   KeepAlive keepalive{std::move(status_line), {}, {}, 0};
-  // Only the header block is held; the body follows it through without being held.
+  // Decoded where an unfiltered response would be, after its status line: only the header
+  // block is held for the chain, whose block then takes the original's place there, and
+  // the body follows without being held.
+  client_out_ = keepalive.status_line;
+  client_out_ += "\r\n";
+  const std::size_t start = client_out_.size();
+  const auto wire = [this, start] { return std::string_view(client_out_).substr(start); };
   pop3::MultiLineDecoder decoder(pop3::MultiLineDecoder::Output::kStuffed);
-  std::string wire;
-  auto progress = decoder.Feed(upstream_in_, wire);
+  auto progress = decoder.Feed(upstream_in_, client_out_);
   upstream_in_.erase(0, progress.consumed);
   bool done = progress.done;
-  std::optional<std::size_t> header_end = pop3::FindHeaderBlockEnd(wire);
-  while (!header_end && !done && wire.size() <= kMaxHeaderBlock) {
-    std::size_t searched = wire.size();
-    auto next = co_await DecodeNextChunk(decoder, wire, command.keyword);
+  std::optional<std::size_t> header_end = pop3::FindHeaderBlockEnd(wire());
+  while (!header_end && !done && wire().size() <= kMaxHeaderBlock) {
+    std::size_t searched = wire().size();
+    auto next = co_await DecodeNextChunk(decoder, client_out_, command.keyword);
     if (!next) {
       co_return false;
     }
     done = next->done;
-    header_end = pop3::FindHeaderBlockEnd(wire, searched);
+    header_end = pop3::FindHeaderBlockEnd(wire(), searched);
   }
   if (!header_end && !done) {
     spdlog::info("session {} {} {}: header block over {} bytes, passed unfiltered", id_,
                  command.keyword, command.args[0], kMaxHeaderBlock);
-    client_out_ = std::move(keepalive.status_line) + "\r\n" + wire;  // a rare case: copied
-    std::string().swap(wire);
     co_return co_await StreamRest(decoder, false, command.keyword);
   }
   // A message without a blank line is all header block.
-  const std::size_t head_size = header_end.value_or(wire.size());
+  const std::size_t head_size = header_end.value_or(wire().size());
 
   auto job = std::make_shared<MessageJob>();
   job->chain = chain_;
@@ -451,7 +454,7 @@ asio::awaitable<bool> Session::RelayHeadersFiltered(const Pending& pending,
   job->context.number = std::stoull(command.args[0]);
   job->context.partial = true;  // the plugins see the header block only
   job->user = user_;
-  job->original = mail::SharedBytes(Unstuffed(std::string_view(wire).substr(0, head_size)));
+  job->original = mail::SharedBytes(Unstuffed(wire().substr(0, head_size)));
   keepalive.content = job->original.view();
 
   std::function<FilterOutcome()> run_hooks = [job] { return RunMessageHooks(*job); };
@@ -462,8 +465,9 @@ asio::awaitable<bool> Session::RelayHeadersFiltered(const Pending& pending,
   if (outcome->verdict == filter::Verdict::kReject) {
     // The quarantine needs the whole original: held as a whole-message chain holds it.
     spool::HeldContent held(config_.limits.filter_memory, config_.limits.spool_dir);
-    held.buffer() = Unstuffed(wire);
-    std::string().swap(wire);
+    held.buffer() = Unstuffed(wire());
+    client_out_.clear();
+    ShrinkIfLarge(client_out_);
     decoder.set_output(pop3::MultiLineDecoder::Output::kContent);
     std::optional<bool> complete = co_await HoldRest(decoder, held, done, command.keyword);
     if (!complete) {
@@ -497,23 +501,25 @@ asio::awaitable<bool> Session::RelayHeadersFiltered(const Pending& pending,
     co_return co_await WithholdFiltered(command, keepalive, *outcome);
   }
   if (outcome->verdict != filter::Verdict::kPass) {
+    client_out_.clear();
     if (!co_await DrainRest(decoder, done, command.keyword)) {
       co_return false;
     }
     co_return co_await WithholdFiltered(command, keepalive, *outcome);
   }
 
-  // Pass: the chain's header block, then the rest as it comes.
-  std::string head = std::move(outcome->head);
-  pop3::ContentStuffer().Append(outcome->body, head);
-  std::string_view ahead = std::string_view(keepalive.source).substr(0, keepalive.sent);
-  if (!head.starts_with(ahead)) {
-    co_return co_await DeliverFiltered(keepalive, head);  // closes: it can't be delivered
+  // Pass. Untouched, the original's block is already in place.
+  const bool untouched = outcome->head.empty() && outcome->body.size() == job->original.size();
+  if (!untouched) {
+    std::string head = std::move(outcome->head);
+    pop3::ContentStuffer().Append(outcome->body, head);
+    if (!head.starts_with(std::string_view(keepalive.source).substr(0, keepalive.sent))) {
+      co_return co_await DeliverFiltered(keepalive, head);  // closes: it can't be delivered
+    }
+    client_out_.replace(start, head_size, head);
   }
-  client_out_.clear();
-  if (keepalive.sent == 0) client_out_ = std::move(keepalive.status_line) + "\r\n";
-  client_out_.append(head, ahead.size());
-  client_out_.append(wire, head_size);
+  // Keep-alive sent the status line and the first header bytes: the client has them.
+  if (keepalive.sent > 0) client_out_.erase(0, start + keepalive.sent);
   co_return co_await StreamRest(decoder, done, command.keyword);
 }
 
