@@ -153,6 +153,18 @@ MultiLineDecoder::Progress MultiLineDecoder::Feed(std::string_view input, std::s
 void StuffLines(std::string_view content, std::string& out) {
   std::size_t pos = 0;
   while (pos < content.size()) {
+    // A run of lines that go out as they are (each ends in CRLF, none begins with "."):
+    // appended at once.
+    std::size_t run_end = pos;
+    while (run_end < content.size() && content[run_end] != '.') {
+      std::size_t lf = content.find('\n', run_end);
+      if (lf == std::string_view::npos || lf == run_end || content[lf - 1] != '\r') break;
+      run_end = lf + 1;
+    }
+    out.append(content.substr(pos, run_end - pos));
+    pos = run_end;
+    if (pos == content.size()) break;
+    // Then one line that needs work: a leading dot, a bare LF, or no line end.
     std::size_t lf = content.find('\n', pos);
     std::size_t line_end = lf == std::string_view::npos ? content.size() : lf;
     std::string_view line = content.substr(pos, line_end - pos);

@@ -201,6 +201,36 @@ std::string DotHeavyContent(std::mt19937& rng, int lines) {
   return content;
 }
 
+// StuffLines' meaning, a line at a time: the line without its CR LF or LF, a dot doubled
+// at its start, CRLF after it.
+std::string StuffedLineByLine(std::string_view content) {
+  std::string out;
+  std::size_t pos = 0;
+  while (pos < content.size()) {
+    std::size_t lf = content.find('\n', pos);
+    std::size_t end = lf == std::string_view::npos ? content.size() : lf;
+    std::string_view line = content.substr(pos, end - pos);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.starts_with('.')) out += '.';
+    out.append(line);
+    out += "\r\n";
+    pos = lf == std::string_view::npos ? content.size() : lf + 1;
+  }
+  return out;
+}
+
+TEST(StuffLinesTest, MatchesTheLineByLineRuleOnAnyContent) {
+  std::mt19937 rng(5);
+  const char alphabet[] = {'.', '\r', '\n', 'a', 'b', ' '};
+  for (int round = 0; round < 2000; ++round) {
+    std::string content;
+    for (std::size_t n = rng() % 40; n > 0; --n) content += alphabet[rng() % std::size(alphabet)];
+    std::string out;
+    StuffLines(content, out);
+    EXPECT_EQ(out, StuffedLineByLine(content)) << "round " << round;
+  }
+}
+
 TEST(ContentStufferTest, PiecesSplitAnywhereStuffLikeTheWhole) {
   std::mt19937 rng(7);
   for (int round = 0; round < 300; ++round) {
