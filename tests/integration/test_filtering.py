@@ -424,6 +424,14 @@ def big_mailstore():
         yield dc
 
 
+def spool_limits(tmp_path: Path, **limits: int) -> tuple[Path, str]:
+    """A fresh spool directory, and the [limits] table that points popgate at it."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    lines = "".join(f"{key} = {value}\n" for key, value in limits.items())
+    return spool, f'[limits]\n{lines}spool_dir = "{spool}"\n'
+
+
 @pytest.mark.parametrize("needs,filter_memory_mib,bound_mib",
                          [("whole", 8, 16 * 8 + 24), ("whole", 1, 16 * 1 + 24), ("headers", 8, 24)])
 def test_sixteen_30mb_retrs_stay_within_the_memory_bound(tmp_path, big_mailstore, needs,
@@ -431,9 +439,7 @@ def test_sixteen_30mb_retrs_stay_within_the_memory_bound(tmp_path, big_mailstore
     # Whole-message chain: each session holds at most filter_memory, then spools the rest
     # to a file and is filtered all the same; headers-only: the body streams past.
     plugin = behave(needs=needs, add="X-Behave: memory")
-    spool = tmp_path / "spool"
-    spool.mkdir()
-    extra = f'[limits]\nfilter_memory = {filter_memory_mib << 20}\nspool_dir = "{spool}"\n'
+    spool, extra = spool_limits(tmp_path, filter_memory=filter_memory_mib << 20)
     with start(tmp_path, big_mailstore.address, [plugin], extra) as pg:
         if "libasan" in Path(f"/proc/{pg.pid}/maps").read_text():
             pytest.skip("memory is measured on the plain build: ASan keeps freed memory")
@@ -488,9 +494,7 @@ def dot_mailstore():
 def test_spooled_messages_are_filtered_and_byte_identical(tmp_path, dot_mailstore):
     # Past filter_memory (64 KiB here) a message is spooled; the plugin still sees all of
     # it, and what comes out is the original plus the tag, dot lines and all.
-    spool = tmp_path / "spool"
-    spool.mkdir()
-    extra = f'[limits]\nfilter_memory = 65536\nspool_dir = "{spool}"\n'
+    spool, extra = spool_limits(tmp_path, filter_memory=65536)
     with start(tmp_path, dot_mailstore.address, [behave(add="X-Behave: spooled")], extra) as pg:
         p = login(pg.port)
         got = {n: p.retr(n)[1] for n in (1, 2)}
@@ -512,10 +516,7 @@ def test_spooled_messages_are_filtered_and_byte_identical(tmp_path, dot_mailstor
 def test_spooled_messages_over_max_filter_size_pass_unfiltered(tmp_path, dot_mailstore):
     # Spooled, then too large after all: what was spooled goes out, then the rest streams,
     # byte-identical; TOP gets the lines it asked for.
-    spool = tmp_path / "spool"
-    spool.mkdir()
-    extra = (f'[limits]\nfilter_memory = 65536\nmax_filter_size = 1048576\n'
-             f'spool_dir = "{spool}"\n')
+    _, extra = spool_limits(tmp_path, filter_memory=65536, max_filter_size=1048576)
     with start(tmp_path, dot_mailstore.address, [behave(add="X-Behave: tagged")], extra) as pg:
         p = login(pg.port)
         got = {n: p.retr(n)[1] for n in (1, 2)}
@@ -531,9 +532,7 @@ def test_spooled_messages_over_max_filter_size_pass_unfiltered(tmp_path, dot_mai
 def test_a_spool_that_fails_is_a_temporary_failure(tmp_path, dot_mailstore):
     # The spool directory goes away after start-up: the message can't be filtered now, so
     # the client gets -ERR [SYS/TEMP], the session goes on, and nothing is lost.
-    spool = tmp_path / "spool"
-    spool.mkdir()
-    extra = f'[limits]\nfilter_memory = 65536\nspool_dir = "{spool}"\n'
+    spool, extra = spool_limits(tmp_path, filter_memory=65536)
     with start(tmp_path, dot_mailstore.address, [behave(add="X-Behave: tagged")], extra) as pg:
         spool.rmdir()
         p = login(pg.port)
