@@ -348,7 +348,7 @@ asio::awaitable<bool> Session::RelayWholeFiltered(const Pending& pending, std::s
     // A full disk, say: the message can't be filtered now; the client retries later.
     spdlog::error("session {} {} {}: {}", id_, command.keyword, command.args[0],
                   LogSafe(SpoolFailure(held).reason));
-    if (!co_await DrainRest(decoder, *complete, command.keyword)) {
+    if (!co_await DrainRest(decoder, decoder.done(), command.keyword)) {
       co_return false;
     }
     co_return co_await WithholdFiltered(command, keepalive, SpoolFailure(held));
@@ -482,7 +482,7 @@ asio::awaitable<bool> Session::RelayHeadersFiltered(const Pending& pending,
       } else {
         outcome = SpoolFailure(held);
       }
-      if (!co_await DrainRest(decoder, *complete, command.keyword)) {
+      if (!co_await DrainRest(decoder, decoder.done(), command.keyword)) {
         co_return false;
       }
       co_return co_await WithholdFiltered(command, keepalive, *outcome);
