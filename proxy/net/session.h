@@ -111,6 +111,8 @@ class Session : public std::enable_shared_from_this<Session> {
     std::string_view content;  // the original as content (the header block at least)
     std::string source;        // bytes that may go ahead: its stuffed headers, made once needed
     std::size_t sent = 0;      // of `source`; the status line has gone too when > 0
+    // What the client already has of the message: what gets sent must begin with it.
+    std::string_view sent_bytes() const { return std::string_view(source).substr(0, sent); }
   };
 
   asio::awaitable<void> Run();

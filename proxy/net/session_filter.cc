@@ -341,8 +341,8 @@ asio::awaitable<bool> Session::RelayWholeFiltered(const Pending& pending, std::s
   std::optional<mail::SharedBytes> content;
   if (held.error().empty()) content = held.Take();
   if (content && spooled) {
-    spdlog::info("session {} {} {}: {} bytes, past filter_memory: spooling", id_, command.keyword,
-                 command.args[0], content->size());
+    spdlog::info("session {} {} {}: {} bytes, past filter_memory: spooled to disk", id_,
+                 command.keyword, command.args[0], content->size());
   }
   if (!content) {
     // A full disk, say: the message can't be filtered now; the client retries later.
@@ -513,7 +513,7 @@ asio::awaitable<bool> Session::RelayHeadersFiltered(const Pending& pending,
   if (!untouched) {
     std::string head = std::move(outcome->head);
     pop3::ContentStuffer().Append(outcome->body, head);
-    if (!head.starts_with(std::string_view(keepalive.source).substr(0, keepalive.sent))) {
+    if (!head.starts_with(keepalive.sent_bytes())) {
       co_return co_await DeliverFiltered(keepalive, head);  // closes: it can't be delivered
     }
     client_out_.replace(start, head_size, head);
@@ -652,7 +652,7 @@ asio::awaitable<void> Session::SendUpstreamNoop() {
 
 asio::awaitable<bool> Session::DeliverFiltered(const KeepAlive& keepalive, std::string_view head,
                                                mail::SharedBytes source, std::string_view body) {
-  std::string_view ahead = std::string_view(keepalive.source).substr(0, keepalive.sent);
+  std::string_view ahead = keepalive.sent_bytes();
   if (!head.starts_with(ahead)) {
     // A plugin changed bytes the client already has: no honest way to finish this
     // message. Closing without the end line makes the client drop it and retry.

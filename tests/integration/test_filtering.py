@@ -464,7 +464,7 @@ def test_sixteen_30mb_retrs_stay_within_the_memory_bound(tmp_path, big_mailstore
         for t in threads:
             t.join(300)
         peak = vm_kib(pg.pid, "VmHWM")
-        spooled = "spooling" in pg.log
+        spooled = "spooled to disk" in pg.log
     assert not errors, errors
     assert len(fetched) == 16
     want = direct_retr(big_mailstore, 2)
@@ -501,7 +501,7 @@ def test_spooled_messages_are_filtered_and_byte_identical(tmp_path, dot_mailstor
         got = {n: p.retr(n)[1] for n in (1, 2)}
         top = p.top(1, 7)[1]
         p.quit()
-        assert "spooling" in pg.log
+        assert "spooled to disk" in pg.log
     d = direct(dot_mailstore)
     want = {n: d.retr(n)[1] for n in (1, 2)}
     want_top = d.top(1, 7)[1]
