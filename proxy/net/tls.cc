@@ -27,8 +27,9 @@ void SecureDefaults(ssl::context& context) {
   SSL_CTX* ctx = context.native_handle();
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
   SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
-  // Idle sessions give their buffers back (HAZARDS.md: memory per idle session).
-  SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+  // No SSL_MODE_RELEASE_BUFFERS: it frees and allocates OpenSSL's buffers around every
+  // record. net::Stream frees them instead when a connection waits with nothing
+  // buffered, so an idle session still holds none (HAZARDS.md).
 }
 
 // RFC 7301 ALPN: accept "pop3" or no ALPN at all; a client that offers only other
