@@ -346,12 +346,13 @@ asio::awaitable<bool> Session::RelayWholeFiltered(const Pending& pending, std::s
   }
   if (!content) {
     // A full disk, say: the message can't be filtered now; the client retries later.
+    const FilterOutcome failed = SpoolFailure(held);
     spdlog::error("session {} {} {}: {}", id_, command.keyword, command.args[0],
-                  LogSafe(SpoolFailure(held).reason));
+                  LogSafe(failed.reason));
     if (!co_await DrainRest(decoder, decoder.done(), command.keyword)) {
       co_return false;
     }
-    co_return co_await WithholdFiltered(command, keepalive, SpoolFailure(held));
+    co_return co_await WithholdFiltered(command, keepalive, failed);
   }
 
   if (!*complete) {
@@ -535,7 +536,8 @@ asio::awaitable<std::optional<bool>> Session::HoldRest(pop3::MultiLineDecoder& d
     done = next->done;
     settled = held.Settle();
   }
-  co_return settled&& done;
+  const bool complete = settled && done;
+  co_return complete;
 }
 
 asio::awaitable<bool> Session::DrainRest(pop3::MultiLineDecoder& decoder, bool done,

@@ -93,14 +93,4 @@ void DropResidentPages(const mail::SharedBytes& bytes, std::string_view part) {
   }
 }
 
-bool CanSpoolIn(const std::string& dir, std::string& why) {
-  try {
-    SpoolFile probe(dir);
-    return true;
-  } catch (const std::system_error& e) {
-    why = e.code().message();
-    return false;
-  }
-}
-
 }  // namespace popgate::spool

@@ -46,7 +46,4 @@ class SpoolFile {
 // for bytes that are not file-backed.
 void DropResidentPages(const mail::SharedBytes& bytes, std::string_view part);
 
-// Whether spool files can be made in `dir`; if not, `why` says so.
-bool CanSpoolIn(const std::string& dir, std::string& why);
-
 }  // namespace popgate::spool
