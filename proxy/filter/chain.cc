@@ -262,9 +262,11 @@ bool ChainSession::wants_commands() const {
 }
 
 bool ChainSession::wants_messages() const {
+  // OnMessageDone counts: a plugin that only reports on messages (audit_log) must see
+  // every one, even when no plugin in the chain edits them.
   for (const Slot& slot : slots_) {
     if (slot.unavailable ? slot.on_error == ErrorPolicy::kTempFail
-                         : !slot.made || slot.hooks.message) {
+                         : !slot.made || slot.hooks.message || slot.hooks.message_done) {
       return true;
     }
   }

@@ -88,7 +88,7 @@ class ChainSession {
   bool runs_inline() const;
   // Whether RunCommand can do anything; if not the core can skip it.
   bool wants_commands() const;
-  // Whether RunMessage can do anything (false for an empty chain).
+  // Whether RunMessage or ReportMessage can do anything (false for an empty chain).
   bool wants_messages() const;
 
   CommandOutcome RunCommand(const CommandView& command);

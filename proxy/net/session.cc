@@ -88,7 +88,12 @@ Session::~Session() {
   if (chain_) {
     // SessionEnd hooks may block too: they run on the chain's strand, after any job of
     // this session still running there.
-    asio::post(*chain_strand_, [chain = chain_]() { chain->End(); });
+    // The user is the session's last word on it: SessionEnd records name whoever logged
+    // in, whatever hooks ran before (none may have, in a session that fetched nothing).
+    asio::post(*chain_strand_, [chain = chain_, user = user_]() {
+      chain->info().user = user;
+      chain->End();
+    });
   }
   registry_.Remove(id_);
 }

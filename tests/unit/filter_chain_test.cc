@@ -628,6 +628,30 @@ TEST_F(ChainTest, HooksLimitWhatIsCalled) {
   EXPECT_EQ(Events(), (std::vector<std::string>{"a:message:RETR"}));
 }
 
+// issue 11: audit_log alone (OnMessageDone only) got no message records because the
+// chain said it wanted no messages, so the core never ran it on one.
+TEST_F(ChainTest, AReportOnlyPluginWantsMessages) {
+  Behaviour report_only;
+  report_only.hooks = {.session = true, .command = false, .message = false, .message_done = true};
+  Use("audit", report_only);
+  ChainSession session = Session();
+  ASSERT_TRUE(session.Start());
+  EXPECT_TRUE(session.wants_messages());
+  EXPECT_FALSE(session.wants_commands());
+  EXPECT_EQ(session.needs(), Needs::kHeaders);  // nobody edits: the header block will do
+}
+
+TEST_F(ChainTest, ACommandOnlyPluginWantsNoMessages) {
+  Behaviour commands_only;
+  commands_only.hooks = {
+      .session = false, .command = true, .message = false, .message_done = false};
+  Use("keep", commands_only);
+  ChainSession session = Session();
+  ASSERT_TRUE(session.Start());
+  EXPECT_FALSE(session.wants_messages());
+  EXPECT_TRUE(session.wants_commands());
+}
+
 TEST_F(ChainTest, NeedsOfTheChain) {
   Behaviour headers_only;
   headers_only.needs = Needs::kHeaders;
