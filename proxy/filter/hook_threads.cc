@@ -61,7 +61,13 @@ bool HookThreads::Run(std::function<void()> call, std::chrono::milliseconds time
         throw std::runtime_error("all " + std::to_string(shared_->max_threads) +
                                  " plugin threads are busy");
       }
+      // Counted idle from now, not from when it first runs: otherwise another caller, in
+      // between, would find no idle thread for its task while this one is still starting
+      // and start yet another (issue 11: 19 threads for 8 callers under load). So a thread
+      // starts only when every idle one is claimed, and there are never more threads than
+      // calls outstanding at once (running, given up but still running, or queued).
       ++shared_->threads;
+      ++shared_->idle;
       // Detached: it holds `shared`, and ends on `stopping` or stays with a stuck hook.
       std::thread([shared = shared_] { WorkerLoop(shared); }).detach();
     }
@@ -76,8 +82,7 @@ namespace {
 
 void WorkerLoop(const std::shared_ptr<HookThreads::Shared>& shared) {
   std::unique_lock lock(shared->mutex);
-  ++shared->idle;
-  for (;;) {
+  for (;;) {  // counted idle by the caller that started this thread
     shared->work_cv.wait(lock, [&] { return shared->stopping || !shared->queue.empty(); });
     if (shared->queue.empty()) break;  // stopping, nothing left to run
     std::shared_ptr<Task> task = std::move(shared->queue.front());
