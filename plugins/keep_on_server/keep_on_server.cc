@@ -22,6 +22,8 @@ class KeepOnServer final : public filter::Plugin {
     hooks.session = hooks.message = hooks.message_done = false;
     return hooks;
   }
+  // A string compare per command: no reason to leave the session's thread for it.
+  filter::Execution execution() const override { return filter::Execution::kInline; }
 
   filter::CommandDecision OnCommand(const filter::SessionInfo&,
                                     const filter::CommandView& command) override {

@@ -15,8 +15,15 @@
 // through its edits leaves no trace, and a call given up after its timeout can run on
 // safely with what it holds.
 //
-// A ChainSession is used by one thread at a time, and its hooks may block: the core calls
-// it from a worker thread, never from an I/O thread. Pure code: no sockets, no Asio.
+// The chain is asynchronous: each hook call is a step the session awaits, carried out
+// where its plugin's execution() says (inline: right here; worker: on the HookExecutor;
+// async: by the plugin itself), and the chain goes on through `resume` once the call is
+// over, so no thread waits for a hook. The synchronous Start/RunMessage/... wrap the async
+// operations and wait: for tests and tools whose executors don't need the caller's thread.
+//
+// A ChainSession runs one operation at a time (the core waits for each), and must outlive
+// it: the core keeps it in a shared_ptr that the completions hold. EndAsync during another
+// operation waits for that one. Pure code: no sockets, no Asio.
 
 #include <chrono>
 #include <cstddef>
@@ -50,6 +57,25 @@ using LogFn = std::function<void(std::string_view line)>;
 // (tests, tools).
 using Invoker = std::function<bool(std::function<void()> call, std::chrono::milliseconds timeout)>;
 
+// Carries out one worker hook call without waiting for it: runs `call` elsewhere and calls
+// `done` exactly once, from any thread: true once `call` finished (what it did is then
+// visible), false when it was given up after `timeout` (it may still run, and owns what it
+// touches). `call` never throws. May throw itself, with `call` not started.
+using HookExecutor =
+    std::function<void(std::function<void()> call, std::chrono::milliseconds timeout,
+                       std::function<void(bool finished)> done)>;
+// Where the chain goes on after a call that ended on another thread: the core posts `next`
+// to the session's own executor. Empty: it goes on right there.
+using Resume = std::function<void(std::function<void()> next)>;
+
+struct ChainExecutors {
+  HookExecutor worker;  // empty: worker hooks are called directly, with no timeout
+  Resume resume;
+};
+
+// The synchronous Invoker as a HookExecutor (tests, tools).
+HookExecutor FromInvoker(Invoker invoker);
+
 // A client command as a plugin sees it: the arguments of PASS, APOP and AUTH withheld.
 // The view refers to `command`.
 CommandView ViewOf(const pop3::Command& command);
@@ -62,8 +88,9 @@ struct CommandOutcome {
 
 class ChainSession {
  public:
-  ChainSession(const std::vector<ChainEntry>& entries, SessionInfo info, LogFn log = {},
-               Invoker invoker = {});
+  // `traits`: one per entry (FilterChain asks the factories once).
+  ChainSession(const std::vector<ChainEntry>& entries, const std::vector<PluginTraits>& traits,
+               SessionInfo info, LogFn log = {}, ChainExecutors executors = {});
   ChainSession(ChainSession&&) noexcept;
   ChainSession& operator=(ChainSession&&) noexcept;
   ~ChainSession();
@@ -72,50 +99,72 @@ class ChainSession {
   SessionInfo& info() { return info_; }
   const SessionInfo& info() const { return info_; }
 
-  // Makes the plugin instances and calls their SessionStart. Returns false when a plugin with
-  // on_error = tempfail has no instance (its factory failed): the core should refuse the session
-  // with -ERR [SYS/TEMP] rather than run without it.
+  // Makes the plugin instances and calls their SessionStart. Its result is false when a
+  // plugin with on_error = tempfail has no instance (its factory failed): the core should
+  // refuse the session with -ERR [SYS/TEMP] rather than run without it.
+  void StartAsync(std::function<void(bool ok)> done);
   bool Start();
-  // SessionEnd of every started plugin. Call it once, from a worker thread: the destructor
-  // calls no hooks.
+  // SessionEnd of every started plugin, once (later calls only complete): the destructor
+  // calls no hooks. Called while another operation runs, it waits for that one.
+  void EndAsync(std::function<void()> done = {});
   void End();
 
-  // kWholeMessage if any plugin with a message hook needs the whole message (also for a
-  // plugin not made yet: ask after Start).
+  // kWholeMessage if any plugin with a message hook needs the whole message. Known from
+  // the factories, before Start.
   Needs needs() const;
-  // Whether every plugin (made so far: ask after Start) is inline: the core may then call
-  // this chain on the session's own thread.
+  // Whether every plugin is inline: every operation then completes before it returns.
   bool runs_inline() const;
   // Whether RunCommand can do anything; if not the core can skip it.
   bool wants_commands() const;
   // Whether RunMessage or ReportMessage can do anything (false for an empty chain).
   bool wants_messages() const;
 
+  void RunCommandAsync(const CommandView& command, std::function<void(CommandOutcome)> done);
   CommandOutcome RunCommand(const CommandView& command);
-  // Runs the message hooks in order on `message`. The report's size_out is the size of
-  // `message` afterwards; the core corrects it when it delivers something else.
+  // Runs the message hooks in order on `message`, which must live until `done`. The report's
+  // size_out is the size of `message` afterwards; the core corrects it when it delivers
+  // something else.
+  void RunMessageAsync(const MessageContext& context, mail::Message& message,
+                       std::function<void(MessageReport)> done);
   MessageReport RunMessage(const MessageContext& context, mail::Message& message);
   // OnMessageDone of every plugin, with the report the core completed. Failures are
-  // logged and change nothing.
+  // logged and change nothing. `message` and `report` must live until `done`.
+  void ReportMessageAsync(const MessageContext& context, const mail::Message& message,
+                          const MessageReport& report, std::function<void()> done);
   void ReportMessage(const MessageContext& context, const mail::Message& message,
                      const MessageReport& report);
 
  private:
   struct Slot;
-  struct Job;
-  enum class CallStatus { kOk, kException, kTimeout };
+  struct MessageRun;
+  struct CommandRun;
   struct CallResult {
     CallStatus status;
     std::string error;
     std::chrono::microseconds elapsed;
   };
+  using Next = std::function<void()>;
 
-  // Makes the slot's instance if it has none (and starts it if the session has started).
-  // False when there is none to call: its factory failed, or its SessionStart timed out.
-  bool EnsureInstance(Slot& slot);
-  void StartSlot(Slot& slot);
-  // Runs `hook` on `job` through the invoker, catching what it throws.
-  CallResult Call(Slot& slot, const std::shared_ptr<Job>& job, void (*hook)(Job&));
+  // Makes the slot's instance if it has none. False when there is none to call: its
+  // factory failed.
+  bool MakeInstance(Slot& slot);
+  // Makes the instance if needed and, once the session has started, its SessionStart;
+  // then `next(available)`: false when there is none to call (no instance, or its
+  // SessionStart timed out).
+  void EnsureInstance(Slot& slot, std::function<void(bool available)> next);
+  void StartSlot(Slot& slot, Next next);
+  // Carries out `call` where its plugin runs, then `next` with how it went, here (inline)
+  // or through resume.
+  void Call(Slot& slot, std::shared_ptr<HookCall> call, std::function<void(CallResult)> next);
+  void MessageStep(std::shared_ptr<MessageRun> run);
+  void CommandStep(std::shared_ptr<CommandRun> run);
+  void StartStep(std::size_t index, std::shared_ptr<bool> ok, std::function<void(bool)> done);
+  void EndStep(std::size_t index);
+  void ReportStep(std::size_t index, std::shared_ptr<HookCall> prototype, Next done);
+  // Operations are one at a time; an EndAsync meanwhile waits for the current one. False
+  // once the session is ending: the operation then completes at once, doing nothing.
+  bool Begin();
+  void Finished();
   void LogFailure(const Slot& slot, std::string_view where, const CallResult& result,
                   std::string_view consequence);
   void Log(std::string_view line) const;
@@ -123,18 +172,23 @@ class ChainSession {
   std::vector<Slot> slots_;
   SessionInfo info_;
   LogFn log_;
-  Invoker invoker_;
+  ChainExecutors executors_;
   bool started_ = false;
   bool ended_ = false;
+  bool busy_ = false;
+  std::vector<std::function<void()>> end_waiters_;
+  bool end_requested_ = false;
 };
 
 class FilterChain {
  public:
   FilterChain() = default;
-  // Throws std::invalid_argument for an entry without a factory or a timeout <= 0.
+  // Throws std::invalid_argument for an entry without a factory or a timeout <= 0. Asks
+  // each factory for its traits.
   explicit FilterChain(std::vector<ChainEntry> entries, LogFn log = {});
 
   // The plugin instances for one client session (not started yet).
+  ChainSession NewSession(SessionInfo info, ChainExecutors executors) const;
   ChainSession NewSession(SessionInfo info, Invoker invoker = {}) const;
 
   const std::vector<ChainEntry>& entries() const { return entries_; }
@@ -142,6 +196,7 @@ class FilterChain {
 
  private:
   std::vector<ChainEntry> entries_;
+  std::vector<PluginTraits> traits_;  // one per entry, from its factory
   LogFn log_;
 };
 

@@ -1,5 +1,7 @@
 #include "filter/hook_threads.h"
 
+#include <atomic>
+#include <future>
 #include <stdexcept>
 #include <thread>
 #include <utility>
@@ -7,16 +9,26 @@
 namespace popgate::filter {
 namespace {
 
-// One call and its completion, shared by the caller and the thread that runs it: a
-// caller that gives up leaves, and the thread still finds what it needs here.
-struct Task {
-  std::function<void()> call;
-  std::mutex mutex;
-  std::condition_variable finished_cv;
-  bool finished = false;
-};
+using Clock = std::chrono::steady_clock;
 
 }  // namespace
+
+// One call and its completion, shared by the thread that runs it and the watchdog: the
+// first to claim it calls `done`.
+struct Task {
+  std::function<void()> call;
+  std::function<void(bool)> done;
+  std::atomic<bool> claimed{false};
+  // Its entry in Shared::deadlines while it has one (under Shared::mutex).
+  std::multimap<Clock::time_point, std::shared_ptr<Task>>::iterator deadline;
+  bool has_deadline = false;
+
+  void Complete(bool finished) {
+    if (claimed.exchange(true)) return;
+    std::function<void(bool)> callback = std::move(done);
+    callback(finished);
+  }
+};
 
 // Shared with every thread, so a thread stuck in a hook outlives HookThreads safely.
 struct HookThreads::Shared {
@@ -27,11 +39,16 @@ struct HookThreads::Shared {
   std::size_t idle = 0;
   std::size_t max_threads = 0;
   bool stopping = false;
+  // The watchdog: calls whose time runs out, earliest first.
+  std::multimap<Clock::time_point, std::shared_ptr<Task>> deadlines;
+  std::condition_variable watchdog_cv;
+  bool watchdog_started = false;
 };
 
 namespace {
 
 void WorkerLoop(const std::shared_ptr<HookThreads::Shared>& shared);
+void WatchdogLoop(const std::shared_ptr<HookThreads::Shared>& shared);
 
 }  // namespace
 
@@ -43,6 +60,7 @@ HookThreads::~HookThreads() {
   std::lock_guard lock(shared_->mutex);
   shared_->stopping = true;
   shared_->work_cv.notify_all();
+  shared_->watchdog_cv.notify_all();
 }
 
 std::size_t HookThreads::threads() const {
@@ -50,32 +68,46 @@ std::size_t HookThreads::threads() const {
   return shared_->threads;
 }
 
-bool HookThreads::Run(std::function<void()> call, std::chrono::milliseconds timeout) {
+void HookThreads::Submit(std::function<void()> call, std::chrono::milliseconds timeout,
+                         std::function<void(bool)> done) {
   auto task = std::make_shared<Task>();
   task->call = std::move(call);
-  {
-    std::lock_guard lock(shared_->mutex);
-    // Idle threads may already be claimed by queued tasks.
-    if (shared_->idle <= shared_->queue.size()) {
-      if (shared_->threads >= shared_->max_threads) {
-        throw std::runtime_error("all " + std::to_string(shared_->max_threads) +
-                                 " plugin threads are busy");
-      }
-      // Counted idle from now, not from when it first runs: otherwise another caller, in
-      // between, would find no idle thread for its task while this one is still starting
-      // and start yet another (issue 11: 19 threads for 8 callers under load). So a thread
-      // starts only when every idle one is claimed, and there are never more threads than
-      // calls outstanding at once (running, given up but still running, or queued).
-      ++shared_->threads;
-      ++shared_->idle;
-      // Detached: it holds `shared`, and ends on `stopping` or stays with a stuck hook.
-      std::thread([shared = shared_] { WorkerLoop(shared); }).detach();
+  task->done = std::move(done);
+  std::lock_guard lock(shared_->mutex);
+  // Idle threads may already be claimed by queued tasks.
+  if (shared_->idle <= shared_->queue.size()) {
+    if (shared_->threads >= shared_->max_threads) {
+      throw std::runtime_error("all " + std::to_string(shared_->max_threads) +
+                               " plugin threads are busy");
     }
-    shared_->queue.push_back(task);
-    shared_->work_cv.notify_one();
+    // Counted idle from now, not from when it first runs: otherwise another caller, in
+    // between, would find no idle thread for its task while this one is still starting
+    // and start yet another (issue 11: 19 threads for 8 callers under load). So a thread
+    // starts only when every idle one is claimed, and there are never more threads than
+    // calls outstanding at once (running, given up but still running, or queued).
+    ++shared_->threads;
+    ++shared_->idle;
+    // Detached: it holds `shared`, and ends on `stopping` or stays with a stuck hook.
+    std::thread([shared = shared_] { WorkerLoop(shared); }).detach();
   }
-  std::unique_lock lock(task->mutex);
-  return task->finished_cv.wait_for(lock, timeout, [&] { return task->finished; });
+  if (!shared_->watchdog_started) {
+    shared_->watchdog_started = true;
+    std::thread([shared = shared_] { WatchdogLoop(shared); }).detach();
+  }
+  const bool earliest =
+      shared_->deadlines.empty() || Clock::now() + timeout < shared_->deadlines.begin()->first;
+  task->deadline = shared_->deadlines.emplace(Clock::now() + timeout, task);
+  task->has_deadline = true;
+  if (earliest) shared_->watchdog_cv.notify_one();
+  shared_->queue.push_back(std::move(task));
+  shared_->work_cv.notify_one();
+}
+
+bool HookThreads::Run(std::function<void()> call, std::chrono::milliseconds timeout) {
+  auto finished = std::make_shared<std::promise<bool>>();
+  std::future<bool> result = finished->get_future();
+  Submit(std::move(call), timeout, [finished](bool in_time) { finished->set_value(in_time); });
+  return result.get();
 }
 
 namespace {
@@ -90,20 +122,43 @@ void WorkerLoop(const std::shared_ptr<HookThreads::Shared>& shared) {
     --shared->idle;
     lock.unlock();
     task->call();  // never throws: the chain's calls catch what hooks throw
-    // Idle again before the caller hears of it, so its next call finds this thread.
+    // Idle again before anyone hears of it, so the next call finds this thread; and no
+    // longer watched.
     lock.lock();
     ++shared->idle;
-    lock.unlock();
-    {
-      std::lock_guard done(task->mutex);
-      task->finished = true;
+    if (task->has_deadline) {
+      shared->deadlines.erase(task->deadline);
+      task->has_deadline = false;
     }
-    task->finished_cv.notify_one();
+    lock.unlock();
+    task->Complete(true);
     task.reset();  // what the call captured dies here, not under the lock
     lock.lock();
   }
   --shared->idle;
   --shared->threads;
+}
+
+void WatchdogLoop(const std::shared_ptr<HookThreads::Shared>& shared) {
+  std::unique_lock lock(shared->mutex);
+  while (!shared->stopping) {
+    if (shared->deadlines.empty()) {
+      shared->watchdog_cv.wait(lock);
+      continue;
+    }
+    auto first = shared->deadlines.begin();
+    if (Clock::now() < first->first) {
+      shared->watchdog_cv.wait_until(lock, first->first);
+      continue;
+    }
+    std::shared_ptr<Task> task = std::move(first->second);
+    shared->deadlines.erase(first);
+    task->has_deadline = false;
+    lock.unlock();
+    task->Complete(false);  // given up: its thread stays with it until it returns
+    task.reset();
+    lock.lock();
+  }
 }
 
 }  // namespace

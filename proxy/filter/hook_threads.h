@@ -1,12 +1,15 @@
 #pragma once
-// Threads that run plugin hooks with a time limit: the chain's Invoker.
+// Threads that run plugin hooks with a time limit: the chain's HookExecutor for worker
+// plugins (Execution::kWorker).
 //
 // A hook is plain blocking code (a spamd round trip, a web service) that cannot be
 // interrupted, so a hook that overruns its timeout is given up rather than stopped: the
 // caller goes on, and the thread running it stays with it until it returns. Threads are
 // therefore kept in a growing set: a call goes to an idle thread, or to a new one when
 // all are busy (some may be stuck in a given-up hook), up to a cap. Idle threads wait
-// for work rather than exit, so a hook call costs a hand-off, not a thread start.
+// for work rather than exit, so a hook call costs a hand-off, not a thread start. Nobody
+// waits for a call: it ends with a completion, from the thread that ran it, or from the
+// watchdog thread when its time is up, whichever comes first.
 //
 // Pure standard-library code: no Asio, no plugin knowledge.
 
@@ -15,6 +18,7 @@
 #include <cstddef>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 
@@ -30,9 +34,13 @@ class HookThreads {
   HookThreads(const HookThreads&) = delete;
   HookThreads& operator=(const HookThreads&) = delete;
 
-  // Runs `call` on one of the threads and waits at most `timeout` for it. True if it
-  // finished; false if it was given up (it may still run, and owns what it touches).
-  // Throws std::runtime_error, with `call` not started, when every thread is taken.
+  // Runs `call` on one of the threads and returns at once. `done` is called exactly once:
+  // with true on that thread once `call` returned, or with false on the watchdog thread once
+  // `timeout` has passed (`call` may still run, and owns what it touches). Throws
+  // std::runtime_error, with `call` not started, when every thread is taken.
+  void Submit(std::function<void()> call, std::chrono::milliseconds timeout,
+              std::function<void(bool finished)> done);
+  // Submit, waiting for the completion (tests, tools). True if `call` finished in time.
   bool Run(std::function<void()> call, std::chrono::milliseconds timeout);
 
   // Threads started so far and still alive (for tests and logs).

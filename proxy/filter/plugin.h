@@ -8,11 +8,14 @@
 // start-up (bad options: throw std::invalid_argument, start-up stops with that message)
 // and makes one Plugin per client session.
 //
-// Threads and time: hooks are plain synchronous calls and may block (a spamd round trip,
-// a web service). The core never calls them on an I/O thread: it runs them on a worker
-// thread and gives each call the plugin's timeout (default 30 s). The hooks of one
-// instance are never called concurrently, but may be called from different threads, one
-// after another. A call that throws or times out follows the plugin's on_error policy
+// Threads and time: where hooks run is the plugin's execution() (below). Worker hooks are
+// plain synchronous calls that may block (a spamd round trip, a web service): the core
+// runs them on a hook thread, never on an I/O thread, and gives each call the plugin's
+// timeout (default 30 s). Inline hooks run on the session's own I/O thread and must not
+// block. Async plugins (Python's runtime) carry each call out on threads of their own and
+// say when it is over. The session awaits each call without a thread waiting for it. The
+// hooks of one instance are never called concurrently, but may be called from different
+// threads, one after another. A call that throws or times out follows the plugin's on_error policy
 // ("pass": the message goes on as it was before this plugin; "tempfail": the client gets
 // -ERR [SYS/TEMP]) and harms no other session. After a timeout the instance is given up
 // (the call may still be running; it keeps the instance and what it was handed alive) and
@@ -49,7 +52,11 @@ enum class Needs { kHeaders, kWholeMessage };
 //    call), and a slow inline hook stalls every session on its thread. popgate runs a
 //    session's chain inline only when every plugin in it is inline; otherwise all run on
 //    workers.
-enum class Execution { kWorker, kInline };
+//  - kAsync: the plugin carries each call out itself, on threads of its own, and says when
+//    it is over (Plugin::Begin). For runtimes with their own scheduling: Python's runtime
+//    runs sync hooks on its bounded thread pool and `async def` hooks on its event loop.
+//    The plugin applies the timeout itself.
+enum class Execution { kWorker, kInline, kAsync };
 
 // Which hooks a plugin implements. The chain calls only these, saving the core a trip to
 // the worker thread for the others; narrow it to what you override.
@@ -88,6 +95,8 @@ struct SessionInfo {
   std::string client_address;  // "203.0.113.5:51234", "[2001:db8::1]:51234"
   std::string user;            // empty until the client has logged in
   std::string upstream;        // "pop.example.com:995"
+  bool client_tls = false;     // the client's connection is TLS (implicit, or after STLS)
+  bool upstream_tls = false;   // the upstream connection is TLS
 };
 
 // A client command, as forwarded upstream.
@@ -152,6 +161,32 @@ struct MessageReport {
   std::string quarantine_id;    // for a reject, once stored
 };
 
+// One hook call, as the chain hands it to a plugin's executor: what the hook is given,
+// and what it answers. Owned by the call: if it is given up after its timeout it can run
+// on safely with what it holds.
+struct HookCall {
+  enum class Hook { kSessionStart, kCommand, kMessage, kMessageDone, kSessionEnd };
+  Hook hook = Hook::kSessionStart;
+  // What the plugin sees of the session: the chain's own for an inline call, `session_copy`
+  // for one on another thread, which may outlive the chain.
+  const SessionInfo* session = nullptr;
+  SessionInfo session_copy;
+  MessageContext context;                // kMessage, kMessageDone
+  std::optional<mail::Message> message;  // kMessage: to edit; kMessageDone: as delivered
+  std::string keyword;                   // kCommand, as in CommandView
+  std::vector<std::string> args;
+  bool secret = false;
+  MessageReport report;  // kMessageDone
+  // The answers: kMessage's verdict, kCommand's decision.
+  FilterResult result;
+  CommandDecision decision = CommandDecision::Allow();
+};
+
+// How an async call ended. kException's text is one line for the log (an async plugin
+// logs anything longer, such as a traceback, itself).
+enum class CallStatus { kOk, kException, kTimeout };
+using CallDone = std::function<void(CallStatus status, std::string error)>;
+
 class Plugin {
  public:
   virtual ~Plugin() = default;
@@ -177,6 +212,23 @@ class Plugin {
   virtual void OnMessageDone(const SessionInfo& /*session*/, const MessageContext& /*context*/,
                              const mail::Message& /*message*/, const MessageReport& /*report*/) {}
   virtual void SessionEnd(const SessionInfo& /*session*/) {}
+
+  // Execution::kAsync only: starts `call` (it names the hook) and returns at once. `done`
+  // is called exactly once, from any thread, after `call`'s answers are filled in, or with
+  // kTimeout once `timeout` has passed (the call may go on; it owns `call`). Must not
+  // throw once it has arranged to call `done`.
+  virtual void Begin(std::shared_ptr<HookCall> /*call*/, std::chrono::milliseconds /*timeout*/,
+                     CallDone done) {
+    done(CallStatus::kException, "this plugin has no asynchronous hooks");
+  }
+};
+
+// What the chain knows of a plugin before any session: what it needs, which hooks it has,
+// where they run. So a session that never fetches a message touches no plugin runtime.
+struct PluginTraits {
+  Needs needs = Needs::kWholeMessage;
+  Hooks hooks;
+  Execution execution = Execution::kWorker;
 };
 
 using Options = std::map<std::string, std::string, std::less<>>;
@@ -189,6 +241,14 @@ class PluginFactory {
   // after a timeout). May throw: the session then runs without it, as its on_error says.
   // Logs and reports name the plugin by the factory's name().
   virtual std::unique_ptr<Plugin> Create() const = 0;
+  // Called once, when the chain is built at start-up. The default asks an instance made
+  // for the purpose; a factory that knows them without one overrides it. Every instance
+  // must answer needs(), hooks() and execution() the same way.
+  virtual PluginTraits traits() const {
+    std::unique_ptr<Plugin> probe = Create();
+    if (!probe) return {};
+    return {probe->needs(), probe->hooks(), probe->execution()};
+  }
 };
 
 // A factory from a name and a function, for plugins built from a few captured options.

@@ -52,6 +52,10 @@ class LoadedPlugin final : public Plugin {
     plugin_->OnMessageDone(session, context, message, report);
   }
   void SessionEnd(const SessionInfo& session) override { plugin_->SessionEnd(session); }
+  void Begin(std::shared_ptr<HookCall> call, std::chrono::milliseconds timeout,
+             CallDone done) override {
+    plugin_->Begin(std::move(call), timeout, std::move(done));
+  }
 
  private:
   Library library_;

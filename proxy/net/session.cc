@@ -86,14 +86,12 @@ Session::~Session() {
                client_address_, user_.empty() ? "-" : LogSafe(user_, 64), bytes_from_client_,
                bytes_to_client_, elapsed, ToString(end_reason_.value_or(EndReason::kStopped)));
   if (chain_) {
-    // SessionEnd hooks may block too: they run on the chain's strand, after any job of
-    // this session still running there.
     // The user is the session's last word on it: SessionEnd records name whoever logged
     // in, whatever hooks ran before (none may have, in a session that fetched nothing).
-    asio::post(*chain_strand_, [chain = chain_, user = user_]() {
-      chain->info().user = user;
-      chain->End();
-    });
+    // The hooks end after this session: the chain holds itself until they have (and waits
+    // for a message job of this session still running).
+    chain_->info().user = user_;
+    chain_->EndAsync([chain = chain_] {});
   }
   registry_.Remove(id_);
 }

@@ -39,6 +39,9 @@ namespace popgate::net {
 
 class SessionRegistry;
 struct FilterOutcome;  // what the filter chain made of a message (session_filter.cc)
+// Work for the chain that ends by calling its argument with the outcome, on the session's
+// thread (session_filter.cc).
+using FilterJob = std::function<void(std::function<void(FilterOutcome)> done)>;
 
 // What a session needs of its listener, shared by all the listener's sessions.
 struct ListenerContext {
@@ -168,12 +171,10 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<bool> RelayFiltered(const Pending& pending, std::string status_line);
   asio::awaitable<bool> RelayWholeFiltered(const Pending& pending, std::string status_line);
   asio::awaitable<bool> RelayHeadersFiltered(const Pending& pending, std::string status_line);
-  // Runs `job` on the chain's strand; while it takes longer than filter_keepalive, keeps
-  // both connections alive. Nullopt if the session ended meanwhile. An inline chain's job
-  // runs right here, unless it does blocking I/O (the quarantine).
-  asio::awaitable<std::optional<FilterOutcome>> AwaitFilter(std::function<FilterOutcome()> job,
-                                                            KeepAlive& keepalive,
-                                                            bool blocking_io = false);
+  // Starts `job`, which completes on this session's thread (at once, for an inline chain);
+  // while it takes longer than filter_keepalive, keeps both connections alive. Nullopt if
+  // the session ended meanwhile.
+  asio::awaitable<std::optional<FilterOutcome>> AwaitFilter(FilterJob job, KeepAlive& keepalive);
   asio::awaitable<bool> SendKeepAliveByte(KeepAlive& keepalive);
   asio::awaitable<void> SendUpstreamNoop();
   // Reads the rest of a message for the chain into `held` until it ends or outgrows
@@ -212,14 +213,14 @@ class Session : public std::enable_shared_from_this<Session> {
   const ListenerContext& listener_;
   const UpstreamContext& upstream_context_;
   const FilterContext& filters_;
-  // Made when the session starts if plugins are configured; used on chain_strand_ only,
-  // so its hooks never run concurrently.
+  // Made when the session starts if plugins are configured; used on this session's thread
+  // only (its hook calls end elsewhere and resume here), one operation at a time.
   std::shared_ptr<filter::ChainSession> chain_;
+  // The quarantine's blocking writes run here, off the I/O threads.
   std::optional<asio::strand<asio::thread_pool::executor_type>> chain_strand_;
   bool chain_whole_ = false;     // some plugin needs whole messages
   bool chain_commands_ = false;  // some plugin has a command hook
   bool chain_messages_ = false;  // some plugin has a message hook
-  bool chain_inline_ = false;    // every plugin is inline: called on this thread
   const config::Config& config_;
   SessionRegistry& registry_;
   const std::uint64_t id_;

@@ -10,8 +10,10 @@
 #include "spool/spool_file.h"
 
 // Session: the filter chain. It is made and started with the session; client commands
-// pass its command hooks; RETR and TOP pass its message hooks, which run on the chain's
-// strand in the filter pool (plugins may block) while the session waits on its own.
+// pass its command hooks; RETR and TOP pass its message hooks. The chain is asynchronous:
+// each hook call runs where its plugin's kind says (inline right here, worker plugins on
+// the hook threads, Python on its runtime's threads) and the chain resumes on this
+// session's thread when it is over, so the session awaits it and no thread waits idle.
 //
 // A message goes to the chain in one of two ways:
 //  - whole (some plugin needs the body): held as content, in memory up to filter_memory
@@ -73,14 +75,28 @@ std::string KeepAliveSource(std::string_view content) {
   return wire;
 }
 
-// Runs `fn` on `executor`; co_await the result. Not itself a coroutine: GCC 12 destroys a
-// closure passed by value to a coroutine template twice.
-template <typename Executor, typename Fn>
-asio::awaitable<std::invoke_result_t<Fn&>> RunOn(Executor executor, Fn fn) {
-  using Result = std::invoke_result_t<Fn&>;
-  return asio::co_spawn(
-      executor, [fn = std::move(fn)]() mutable -> asio::awaitable<Result> { co_return fn(); },
-      asio::use_awaitable);
+// The result of one of the chain's operations, which completes on this session's thread:
+// at once (an inline chain: no timer, no hand-off) or later, waking the waiter.
+template <typename T>
+struct Completion {
+  std::optional<T> value;
+  std::optional<asio::steady_timer> wake;
+  void Set(T result) {
+    value = std::move(result);
+    if (wake) wake->cancel();
+  }
+};
+
+template <typename T, typename Executor>
+asio::awaitable<T> AwaitCompletion(std::shared_ptr<Completion<T>> completion, Executor executor) {
+  if (!completion->value) {
+    completion->wake.emplace(executor, asio::steady_timer::time_point::max());
+    while (!completion->value) {
+      error_code ignored;
+      co_await completion->wake->async_wait(Capture(ignored));
+    }
+  }
+  co_return std::move(*completion->value);
 }
 
 }  // namespace
@@ -118,11 +134,8 @@ std::string_view CutForTop(std::string_view content, const std::optional<std::ui
   return lines ? content.substr(0, pop3::TopLength(content, *lines)) : content;
 }
 
-// Runs the message hooks. A reject is not reported yet: the quarantine comes first.
-FilterOutcome RunMessageHooks(MessageJob& job) {
-  job.chain->info().user = job.user;
-  job.message.emplace(job.original, job.context.partial);
-  job.report = job.chain->RunMessage(job.context, *job.message);
+// What the session sends for the chain's verdict on the job's message.
+FilterOutcome OutcomeOf(MessageJob& job) {
   FilterOutcome out;
   out.verdict = job.report.result.verdict;
   out.reason = job.report.result.reason;
@@ -144,11 +157,25 @@ FilterOutcome RunMessageHooks(MessageJob& job) {
       }
     }
   }
-  if (out.verdict != filter::Verdict::kReject) {
-    job.report.size_out = out.verdict == filter::Verdict::kPass ? job.message->size() : 0;
-    job.chain->ReportMessage(job.context, *job.message, job.report);
-  }
   return out;
+}
+
+// Runs the message hooks, then for anything but a reject (the quarantine comes first) the
+// report hooks; `done` with the outcome, on the session's thread.
+FilterJob MessageHooksJob(std::shared_ptr<MessageJob> job) {
+  return [job = std::move(job)](std::function<void(FilterOutcome)> done) {
+    job->chain->info().user = job->user;
+    job->message.emplace(job->original, job->context.partial);
+    job->chain->RunMessageAsync(
+        job->context, *job->message, [job, done](filter::MessageReport report) {
+          job->report = std::move(report);
+          FilterOutcome out = OutcomeOf(*job);
+          if (out.verdict == filter::Verdict::kReject) return done(std::move(out));
+          job->report.size_out = out.verdict == filter::Verdict::kPass ? job->message->size() : 0;
+          job->chain->ReportMessageAsync(job->context, *job->message, job->report,
+                                         [job, done, out = std::move(out)] { done(out); });
+        });
+  };
 }
 
 // A reject: stores the original, then makes the notice the client gets instead. Without
@@ -178,18 +205,25 @@ FilterOutcome QuarantineRejected(MessageJob& job, FilterOutcome out,
     }
   }
   if (out.verdict == filter::Verdict::kTempFail) job.report.size_out = 0;
-  job.chain->ReportMessage(job.context, *job.message, job.report);
   return out;
 }
 
-// The quarantine's part of a reject, as a job for AwaitFilter.
-std::function<FilterOutcome()> QuarantineJob(std::shared_ptr<MessageJob> job, FilterOutcome out,
-                                             quarantine::MaildirQuarantine* store,
-                                             std::uint64_t session_id, std::string client) {
-  return
-      [job = std::move(job), out = std::move(out), store, session_id, client = std::move(client)] {
-        return QuarantineRejected(*job, out, store, session_id, client);
-      };
+// The quarantine's part of a reject, as a job for AwaitFilter: the store's blocking writes
+// on `pool`, then, back on the session's thread, the report hooks.
+template <typename Pool, typename Executor>
+FilterJob QuarantineJob(std::shared_ptr<MessageJob> job, FilterOutcome out,
+                        quarantine::MaildirQuarantine* store, std::uint64_t session_id,
+                        std::string client, Pool pool, Executor session) {
+  return [job = std::move(job), out = std::move(out), store, session_id, client = std::move(client),
+          pool, session](std::function<void(FilterOutcome)> done) {
+    asio::post(pool, [job, out, store, session_id, client, session, done] {
+      FilterOutcome stored = QuarantineRejected(*job, out, store, session_id, client);
+      asio::post(session, [job, done, stored = std::move(stored)] {
+        job->chain->ReportMessageAsync(job->context, *job->message, job->report,
+                                       [job, done, stored] { done(stored); });
+      });
+    });
+  };
 }
 
 // Keep-alive sent the start of the original's header block ahead, and an untouched
@@ -230,33 +264,32 @@ asio::awaitable<bool> Session::StartFilters() {
   info.client_address = client_address_;
   info.upstream =
       config_.upstream.address.host + ":" + std::to_string(config_.upstream.address.port);
-  filter::Invoker invoker;
+  info.client_tls = client_.is_tls();
+  info.upstream_tls = upstream_.is_tls();
+  filter::ChainExecutors executors;
   if (filters_.hooks != nullptr) {
-    invoker = [hooks = filters_.hooks](std::function<void()> call,
-                                       std::chrono::milliseconds timeout) {
-      return hooks->Run(std::move(call), timeout);
+    executors.worker = [hooks = filters_.hooks](std::function<void()> call,
+                                                std::chrono::milliseconds timeout,
+                                                std::function<void(bool)> done) {
+      hooks->Submit(std::move(call), timeout, std::move(done));
     };
   }
+  // Hook calls end on other threads; the chain goes on here.
+  executors.resume = [executor = client_.get_executor()](std::function<void()> next) {
+    asio::post(executor, std::move(next));
+  };
   chain_ = std::make_shared<filter::ChainSession>(
-      filters_.chain->NewSession(std::move(info), std::move(invoker)));
-
-  struct Started {
-    bool ok, whole, commands, messages, runs_inline;
-  };
-  // Jobs are named, never temporaries in a co_await: GCC 12 destroys those too early.
-  auto start = [chain = chain_] {
-    bool ok = chain->Start();
-    return Started{ok, chain->needs() == filter::Needs::kWholeMessage, chain->wants_commands(),
-                   chain->wants_messages(), chain->runs_inline()};
-  };
-  Started started = co_await RunOn(*chain_strand_, std::move(start));
-  chain_whole_ = started.whole;
-  chain_commands_ = started.commands;
-  chain_messages_ = started.messages;
-  chain_inline_ = started.runs_inline;
-  spdlog::debug("session {} filters: {}, {}", id_, chain_inline_ ? "inline" : "on workers",
+      filters_.chain->NewSession(std::move(info), std::move(executors)));
+  chain_whole_ = chain_->needs() == filter::Needs::kWholeMessage;
+  chain_commands_ = chain_->wants_commands();
+  chain_messages_ = chain_->wants_messages();
+  spdlog::debug("session {} filters: {}, {}", id_, chain_->runs_inline() ? "inline" : "async",
                 chain_whole_ ? "whole messages" : "headers only");
-  if (!started.ok) {
+
+  auto started = std::make_shared<Completion<bool>>();
+  chain_->StartAsync([started, chain = chain_](bool ok) { started->Set(ok); });
+  const bool ok = co_await AwaitCompletion(started, client_.get_executor());
+  if (!ok) {
     spdlog::warn("session {} refused: a plugin with on_error=tempfail could not start", id_);
     co_await WriteClient(kFilterUnavailable);
     End(EndReason::kFilterUnavailable);
@@ -266,16 +299,14 @@ asio::awaitable<bool> Session::StartFilters() {
 }
 
 asio::awaitable<std::optional<pop3::Command>> Session::FilterCommand(pop3::Command command) {
-  auto run_hooks = [chain = chain_, user = user_, command] {
-    chain->info().user = user;
-    return chain->RunCommand(filter::ViewOf(command));
-  };
-  filter::CommandOutcome outcome;
-  if (chain_inline_) {
-    outcome = run_hooks();
-  } else {
-    outcome = co_await RunOn(*chain_strand_, std::move(run_hooks));
-  }
+  chain_->info().user = user_;
+  chain_->info().client_tls = client_.is_tls();
+  auto decided = std::make_shared<Completion<filter::CommandOutcome>>();
+  chain_->RunCommandAsync(filter::ViewOf(command),
+                          [decided, chain = chain_](filter::CommandOutcome outcome) {
+                            decided->Set(std::move(outcome));
+                          });
+  filter::CommandOutcome outcome = co_await AwaitCompletion(decided, client_.get_executor());
   switch (outcome.decision.kind()) {
     case filter::CommandDecision::Kind::kAllow:
       co_return command;
@@ -394,15 +425,16 @@ asio::awaitable<bool> Session::RelayWholeFiltered(const Pending& pending, std::s
   job->original = std::move(*content);
   keepalive.content = job->original.view();
 
-  std::function<FilterOutcome()> run_hooks = [job] { return RunMessageHooks(*job); };
+  chain_->info().client_tls = client_.is_tls();
+  FilterJob run_hooks = MessageHooksJob(job);
   auto outcome = co_await AwaitFilter(std::move(run_hooks), keepalive);
   if (!outcome) {
     co_return false;
   }
   if (outcome->verdict == filter::Verdict::kReject) {
-    std::function<FilterOutcome()> quarantine =
-        QuarantineJob(job, std::move(*outcome), filters_.quarantine, id_, client_address_);
-    outcome = co_await AwaitFilter(std::move(quarantine), keepalive, true);
+    FilterJob quarantine = QuarantineJob(job, std::move(*outcome), filters_.quarantine, id_,
+                                         client_address_, *chain_strand_, client_.get_executor());
+    outcome = co_await AwaitFilter(std::move(quarantine), keepalive);
     if (!outcome) {
       co_return false;
     }
@@ -458,7 +490,8 @@ asio::awaitable<bool> Session::RelayHeadersFiltered(const Pending& pending,
   job->original = mail::SharedBytes(Unstuffed(wire().substr(0, head_size)));
   keepalive.content = job->original.view();
 
-  std::function<FilterOutcome()> run_hooks = [job] { return RunMessageHooks(*job); };
+  chain_->info().client_tls = client_.is_tls();
+  FilterJob run_hooks = MessageHooksJob(job);
   auto outcome = co_await AwaitFilter(std::move(run_hooks), keepalive);
   if (!outcome) {
     co_return false;
@@ -489,9 +522,9 @@ asio::awaitable<bool> Session::RelayHeadersFiltered(const Pending& pending,
       co_return co_await WithholdFiltered(command, keepalive, *outcome);
     }
     job->original = std::move(*content);
-    std::function<FilterOutcome()> quarantine =
-        QuarantineJob(job, std::move(*outcome), filters_.quarantine, id_, client_address_);
-    outcome = co_await AwaitFilter(std::move(quarantine), keepalive, true);
+    FilterJob quarantine = QuarantineJob(job, std::move(*outcome), filters_.quarantine, id_,
+                                         client_address_, *chain_strand_, client_.get_executor());
+    outcome = co_await AwaitFilter(std::move(quarantine), keepalive);
     if (!outcome) {
       co_return false;
     }
@@ -557,52 +590,38 @@ asio::awaitable<bool> Session::DrainRest(pop3::MultiLineDecoder& decoder, bool d
 // ---------------------------------------------------------------------------
 // Waiting for the chain, and keeping both connections alive meanwhile.
 
-asio::awaitable<std::optional<FilterOutcome>> Session::AwaitFilter(
-    std::function<FilterOutcome()> job, KeepAlive& keepalive, bool blocking_io) {
-  if (chain_inline_ && !blocking_io) {
-    // Every plugin returns at once: no hand-off, no keep-alive.
-    try {
-      co_return job();
-    } catch (const std::exception& e) {
-      FilterOutcome failed;
-      failed.verdict = filter::Verdict::kTempFail;
-      failed.reason = std::string("filter failed: ") + e.what();
-      co_return failed;
-    }
-  }
-  auto executor = client_.get_executor();
+asio::awaitable<std::optional<FilterOutcome>> Session::AwaitFilter(FilterJob job,
+                                                                   KeepAlive& keepalive) {
   // Shared with the job: the session may be gone when it finishes.
-  auto finished = std::make_shared<asio::steady_timer>(executor, Clock::time_point::max());
-  auto result = std::make_shared<std::optional<FilterOutcome>>();
-  asio::post(*chain_strand_, [job = std::move(job), finished, result, executor]() mutable {
-    FilterOutcome outcome;
-    try {
-      outcome = job();
-    } catch (const std::exception& e) {
-      // The chain catches what plugins throw; this is popgate's own failure.
-      outcome.verdict = filter::Verdict::kTempFail;
-      outcome.reason = std::string("filter failed: ") + e.what();
-    }
-    asio::post(executor, [finished, result, outcome = std::move(outcome)]() mutable {
-      *result = std::move(outcome);
-      finished->cancel();
-    });
-  });
-
+  auto result = std::make_shared<Completion<FilterOutcome>>();
+  try {
+    job([result](FilterOutcome outcome) { result->Set(std::move(outcome)); });
+  } catch (const std::exception& e) {
+    // The chain catches what plugins throw; this is popgate's own failure.
+    FilterOutcome failed;
+    failed.verdict = filter::Verdict::kTempFail;
+    failed.reason = std::string("filter failed: ") + e.what();
+    co_return failed;
+  }
+  if (result->value) {
+    co_return std::move(*result->value);  // every plugin was inline: no timer, no keep-alive
+  }
+  result->wake.emplace(client_.get_executor(), Clock::time_point::max());
+  asio::steady_timer& finished = *result->wake;
   // Nothing is read from the upstream meanwhile, so its response clock stops (a deadline
   // set when the command went out would otherwise expire during a slow plugin).
   SetUpstreamDeadline(Clock::time_point::max());
   const auto interval =
       std::chrono::duration_cast<Clock::duration>(config_.timeouts.filter_keepalive);
   auto next = Clock::now() + interval;
-  while (!*result) {
-    finished->expires_at(next);
+  while (!result->value) {
+    finished.expires_at(next);
     error_code ignored;
-    co_await finished->async_wait(Capture(ignored));
+    co_await finished.async_wait(Capture(ignored));
     if (ended_) {
       co_return std::nullopt;
     }
-    if (*result) {
+    if (result->value) {
       break;
     }
     if (Clock::now() < next) {
@@ -618,7 +637,7 @@ asio::awaitable<std::optional<FilterOutcome>> Session::AwaitFilter(
     co_await SendUpstreamNoop();
     next = Clock::now() + interval;
   }
-  co_return std::move(*result);
+  co_return std::move(*result->value);
 }
 
 asio::awaitable<bool> Session::SendKeepAliveByte(KeepAlive& keepalive) {

@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <deque>
 #include <future>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -97,6 +99,11 @@ class ChainTest : public ::testing::Test {
 
   ChainSession Session(Invoker invoker = {}) {
     chain_ = FilterChain(entries_, [this](std::string_view line) { log_.emplace_back(line); });
+    {
+      // The chain made one instance per factory to learn its traits: count only sessions'.
+      std::lock_guard lock(trace_->mutex);
+      trace_->created = 0;
+    }
     SessionInfo info;
     info.id = 7;
     info.client_address = "192.0.2.1:1234";
@@ -750,6 +757,210 @@ TEST(RegistryTest, RegisterAndFind) {
   EXPECT_THROW(RegisterBuiltin("registry_test_plugin", build), std::invalid_argument);
   auto names = BuiltinNames();
   EXPECT_NE(std::find(names.begin(), names.end(), "registry_test_plugin"), names.end());
+}
+
+// ---------------------------------------------------------------------------
+// The asynchronous chain: hook calls that end on other threads, resumed on the session's.
+
+// The session's thread, as the chain sees it: continuations queue here and run when the
+// test says.
+class ManualExecutor {
+ public:
+  Resume resume() {
+    return [this](std::function<void()> next) {
+      std::lock_guard lock(mutex_);
+      queue_.push_back(std::move(next));
+      cv_.notify_all();
+    };
+  }
+  // Runs queued continuations until `done()` holds (or 5 s pass).
+  bool RunUntil(const std::function<bool()>& done) {
+    auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (!done()) {
+      std::unique_lock lock(mutex_);
+      if (!cv_.wait_until(lock, deadline, [&] { return !queue_.empty(); })) return false;
+      auto next = std::move(queue_.front());
+      queue_.pop_front();
+      lock.unlock();
+      next();
+    }
+    return true;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> queue_;
+};
+
+// A plugin that carries its calls out on a thread of its own, as Python's runtime does.
+class AsyncPlugin : public Plugin {
+ public:
+  struct Shared {
+    std::mutex mutex;
+    std::vector<std::thread> threads;
+    std::vector<std::string> events;
+    std::atomic<bool> time_out{false};
+  };
+  explicit AsyncPlugin(std::shared_ptr<Shared> shared) : shared_(std::move(shared)) {}
+  std::string_view name() const override { return "async"; }
+  Execution execution() const override { return Execution::kAsync; }
+  void Begin(std::shared_ptr<HookCall> call, std::chrono::milliseconds, CallDone done) override {
+    std::lock_guard lock(shared_->mutex);
+    shared_->threads.emplace_back([shared = shared_, call, done] {
+      std::this_thread::sleep_for(20ms);
+      if (shared->time_out) return done(CallStatus::kTimeout, {});
+      {
+        std::lock_guard lock(shared->mutex);
+        shared->events.push_back(std::to_string(static_cast<int>(call->hook)));
+      }
+      if (call->hook == HookCall::Hook::kMessage) {
+        call->message->headers().Add("X-Async", call->session->client_address);
+        call->result = FilterResult::Pass();
+      }
+      done(CallStatus::kOk, {});
+    });
+  }
+  ~AsyncPlugin() override = default;
+
+ private:
+  std::shared_ptr<Shared> shared_;
+};
+
+class AsyncChainTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto shared = shared_;
+    chain_ = FilterChain({{MakeFactory("async",
+                                       [shared, this]() -> std::unique_ptr<Plugin> {
+                                         ++created_;
+                                         return std::make_unique<AsyncPlugin>(shared);
+                                       }),
+                           ErrorPolicy::kPass, 30s}},
+                         [this](std::string_view line) { log_.emplace_back(line); });
+    created_ = 0;
+  }
+  void TearDown() override {
+    std::vector<std::thread> threads;
+    {
+      std::lock_guard lock(shared_->mutex);
+      threads.swap(shared_->threads);
+    }
+    for (auto& thread : threads) thread.join();
+  }
+  std::vector<std::string> Events() {
+    std::lock_guard lock(shared_->mutex);
+    return shared_->events;
+  }
+  std::shared_ptr<ChainSession> NewSession() {
+    SessionInfo info;
+    info.id = 9;
+    info.client_address = "[2001:db8::1]:4000";
+    return std::make_shared<ChainSession>(
+        chain_.NewSession(std::move(info), ChainExecutors{{}, executor_.resume()}));
+  }
+
+  std::shared_ptr<AsyncPlugin::Shared> shared_ = std::make_shared<AsyncPlugin::Shared>();
+  std::atomic<int> created_{0};
+  FilterChain chain_;
+  ManualExecutor executor_;
+  std::vector<std::string> log_;
+};
+
+TEST_F(AsyncChainTest, CallsEndElsewhereAndResumeOnTheSessionsThread) {
+  std::shared_ptr<ChainSession> session = NewSession();
+  EXPECT_FALSE(session->runs_inline());
+  std::optional<bool> started;
+  session->StartAsync([&](bool ok) { started = ok; });
+  EXPECT_FALSE(started);  // the call is out: nobody waited for it
+  ASSERT_TRUE(executor_.RunUntil([&] { return started.has_value(); }));
+  EXPECT_TRUE(*started);
+
+  mail::Message message(kMessage);
+  MessageContext context;
+  context.command = "RETR";
+  context.number = 1;
+  std::optional<MessageReport> report;
+  std::thread::id resumed_on;
+  session->RunMessageAsync(context, message, [&](MessageReport r) {
+    resumed_on = std::this_thread::get_id();
+    report = std::move(r);
+  });
+  EXPECT_FALSE(report);
+  EXPECT_FALSE(message.modified());  // the plugin edits its own copy
+  ASSERT_TRUE(executor_.RunUntil([&] { return report.has_value(); }));
+  EXPECT_EQ(resumed_on, std::this_thread::get_id());
+  EXPECT_EQ(report->result.verdict, Verdict::kPass);
+  EXPECT_EQ(message.headers().Get("X-Async"), "[2001:db8::1]:4000");
+}
+
+TEST_F(AsyncChainTest, EndDuringAMessageWaitsForIt) {
+  std::shared_ptr<ChainSession> session = NewSession();
+  bool started = false;
+  session->StartAsync([&](bool) { started = true; });
+  ASSERT_TRUE(executor_.RunUntil([&] { return started; }));
+
+  auto message = std::make_shared<mail::Message>(kMessage);
+  MessageContext context;
+  context.command = "TOP";
+  std::optional<MessageReport> report;
+  session->RunMessageAsync(context, *message, [&, session](MessageReport r) { report = r; });
+  bool ended = false;
+  session->EndAsync([&] { ended = true; });  // the client went away meanwhile
+  ASSERT_TRUE(executor_.RunUntil([&] { return ended; }));
+  ASSERT_TRUE(report.has_value());
+  // SessionStart, OnMessage, then SessionEnd: never two calls at once, never out of order.
+  EXPECT_EQ(Events(), (std::vector<std::string>{"0", "2", "4"}));
+  // Once ended, an operation completes at once and calls nothing.
+  std::optional<CommandOutcome> outcome;
+  session->RunCommandAsync(CommandView{"DELE", {}, false}, [&](CommandOutcome o) { outcome = o; });
+  ASSERT_TRUE(outcome.has_value());
+  EXPECT_EQ(outcome->decision.kind(), CommandDecision::Kind::kAllow);
+}
+
+TEST_F(AsyncChainTest, AnAsyncTimeoutFollowsOnErrorAndTheNextCallGetsAFreshInstance) {
+  std::shared_ptr<ChainSession> session = NewSession();
+  bool started = false;
+  session->StartAsync([&](bool) { started = true; });
+  ASSERT_TRUE(executor_.RunUntil([&] { return started; }));
+  EXPECT_EQ(created_.load(), 1);
+  shared_->time_out = true;
+  mail::Message first(kMessage);
+  std::optional<MessageReport> report;
+  session->RunMessageAsync(MessageContext{"RETR", 1, {}, false}, first,
+                           [&](MessageReport r) { report = r; });
+  ASSERT_TRUE(executor_.RunUntil([&] { return report.has_value(); }));
+  EXPECT_EQ(report->result.verdict, Verdict::kPass);
+  ASSERT_EQ(report->runs.size(), 1u);
+  EXPECT_EQ(report->runs[0].failure, PluginRun::Failure::kTimeout);
+  EXPECT_FALSE(first.modified());
+  ASSERT_EQ(log_.size(), 1u);
+  EXPECT_NE(log_[0].find("plugin async timed out (30000 ms) in RETR 1"), std::string::npos);
+
+  shared_->time_out = false;
+  mail::Message second(kMessage);
+  report.reset();
+  session->RunMessageAsync(MessageContext{"RETR", 2, {}, false}, second,
+                           [&](MessageReport r) { report = r; });
+  ASSERT_TRUE(executor_.RunUntil([&] { return report.has_value(); }));
+  EXPECT_TRUE(second.headers().Has("X-Async"));
+  EXPECT_EQ(created_.load(), 2);
+}
+
+// The chain knows each plugin's traits from its factory, before any session starts.
+TEST_F(ChainTest, TraitsAreKnownBeforeTheSessionStarts) {
+  Behaviour headers_inline;
+  headers_inline.needs = Needs::kHeaders;
+  headers_inline.execution = Execution::kInline;
+  headers_inline.hooks = {
+      .session = false, .command = false, .message = true, .message_done = false};
+  Use("quick", headers_inline);
+  chain_ = FilterChain(entries_);
+  ChainSession session = chain_.NewSession(SessionInfo{});
+  EXPECT_TRUE(session.runs_inline());
+  EXPECT_EQ(session.needs(), Needs::kHeaders);
+  EXPECT_TRUE(session.wants_messages());
+  EXPECT_FALSE(session.wants_commands());
 }
 
 }  // namespace

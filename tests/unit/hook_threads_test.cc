@@ -1,5 +1,5 @@
-// HookThreads: the chain's Invoker. Hooks run on its threads with a time limit; a hook
-// that overruns is given up, not waited for.
+// HookThreads: the chain's HookExecutor for worker plugins. Hooks run on its threads with a time
+// limit; a hook that overruns is given up, not waited for.
 
 #include "filter/hook_threads.h"
 
@@ -21,6 +21,50 @@ TEST(HookThreadsTest, RunsTheCallAndReportsItFinished) {
   int value = 0;
   EXPECT_TRUE(threads.Run([&] { value = 42; }, milliseconds(5000)));
   EXPECT_EQ(value, 42);
+}
+
+// Submit returns at once: nobody waits. An overrunning call is completed as given up by
+// the watchdog at its timeout, and never completed again when it returns later.
+TEST(HookThreadsTest, SubmitCompletesOnceGivenUpAtTheTimeout) {
+  HookThreads threads;
+  std::promise<void> release;
+  auto released = release.get_future().share();
+  std::atomic<int> completions{0};
+  std::promise<bool> first;
+  auto first_result = first.get_future();
+  const auto start = std::chrono::steady_clock::now();
+  threads.Submit([released] { released.wait(); }, milliseconds(100),
+                 [&](bool finished) {
+                   if (completions.fetch_add(1) == 0) first.set_value(finished);
+                 });
+  EXPECT_LT(std::chrono::steady_clock::now() - start, milliseconds(50));  // did not wait
+  EXPECT_FALSE(first_result.get());
+  const auto waited = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(waited, milliseconds(100));
+  EXPECT_LT(waited, milliseconds(2000));
+  release.set_value();
+  // The stuck call returns; its thread is idle again and runs the next call.
+  EXPECT_TRUE(threads.Run([] {}, milliseconds(5000)));
+  EXPECT_EQ(completions.load(), 1);
+}
+
+// Many calls in flight at once, each completed from its own thread: the session side
+// never parks a thread per call.
+TEST(HookThreadsTest, SubmittedCallsCompleteWithoutAWaitingCaller) {
+  HookThreads threads;
+  std::atomic<int> done{0};
+  std::promise<void> all;
+  constexpr int kCalls = 200;
+  for (int i = 0; i < kCalls; ++i) {
+    threads.Submit([] {}, milliseconds(10000),
+                   [&](bool finished) {
+                     EXPECT_TRUE(finished);
+                     if (done.fetch_add(1) + 1 == kCalls) all.set_value();
+                   });
+  }
+  ASSERT_EQ(all.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_EQ(done.load(), kCalls);
+  EXPECT_LE(threads.threads(), static_cast<std::size_t>(kCalls));
 }
 
 TEST(HookThreadsTest, RunsOnAnotherThread) {
