@@ -9,7 +9,7 @@ packages=(
   libboost-dev libboost-system-dev libssl-dev
   libtomlplusplus-dev libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev
-  python3 python3-dev python3-pytest pybind11-dev
+  python3 python3-dev python3-pytest pybind11-dev python3-mypy
   clang-14 libfuzzer-14-dev libclang-rt-14-dev clang-format
   # real peers for tests, demo and benchmark
   dovecot-core dovecot-pop3d
