@@ -11,7 +11,8 @@ import pytest
 import popgate
 from popgate import testing
 
-from conftest import EXAMPLES
+# The examples as built, next to the package under test.
+EXAMPLES = Path(popgate.__file__).parent / "examples"
 
 MESSAGE = (b"From: a@example.org\r\n"
            b"Subject: You are a lottery winner\r\n"
