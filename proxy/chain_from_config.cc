@@ -32,7 +32,12 @@ filter::ChainEntry CommonSettings(filter::Options& options) {
 
 }  // namespace
 
-filter::FilterChain ChainFromConfig(const config::Config& config, filter::LogFn log) {
+bool IsPythonPlugin(std::string_view use) {
+  return use.starts_with("python:") || use.ends_with(".py");
+}
+
+filter::FilterChain ChainFromConfig(const config::Config& config, filter::LogFn log,
+                                    const PythonLoader& python) {
   std::vector<filter::ChainEntry> entries;
   for (const auto& spec : config.plugins) {
     const std::string where = spec.origin + ": plugin " + spec.use;
@@ -42,6 +47,8 @@ filter::FilterChain ChainFromConfig(const config::Config& config, filter::LogFn 
       build = [path](const filter::Options& options) {
         return filter::LoadSharedObjectPlugin(path, options);
       };
+    } else if (IsPythonPlugin(spec.use) && python) {
+      build = [&python, &spec](const filter::Options& options) { return python(spec, options); };
     } else {
       build = filter::FindBuiltin(spec.use);
     }
@@ -49,8 +56,8 @@ filter::FilterChain ChainFromConfig(const config::Config& config, filter::LogFn 
       std::string known;
       for (const auto& name : filter::BuiltinNames()) known += (known.empty() ? "" : ", ") + name;
       throw std::invalid_argument(where + ": unknown plugin (built in: " + known +
-                                  "; a shared object is \"so:/path/libx.so\"; Python plugins "
-                                  "are not built yet)");
+                                  "; a shared object is \"so:/path/libx.so\"; a Python plugin "
+                                  "is a .py file or \"python:package.module\")");
     }
     filter::Options options(spec.options.begin(), spec.options.end());
     try {

@@ -1,0 +1,65 @@
+#include "python_plugins.h"
+
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+#include <string>
+
+namespace popgate {
+namespace {
+
+// "popgate.toml:12" -> "popgate.toml"; "--plugin" has no file.
+std::filesystem::path ConfigFileOf(const std::string& origin) {
+  std::size_t colon = origin.rfind(':');
+  if (origin.starts_with("--") || colon == std::string::npos) return {};
+  return origin.substr(0, colon);
+}
+
+std::string ResolvedUse(const config::PluginSpec& spec) {
+  if (spec.use.starts_with("python:")) return spec.use;
+  std::filesystem::path file(spec.use);
+  std::filesystem::path config_file = ConfigFileOf(spec.origin);
+  if (file.is_relative() && !config_file.empty()) file = config_file.parent_path() / file;
+  return file.string();
+}
+
+}  // namespace
+
+std::unique_ptr<bindings::PythonRuntime> StartPythonIfConfigured(const config::Config& config) {
+  bool wanted = false;
+  for (const auto& spec : config.plugins) wanted = wanted || IsPythonPlugin(spec.use);
+  if (!wanted) return nullptr;
+  bindings::PythonRuntime::Settings settings;
+  settings.log = [](int level, std::string_view line) {
+    switch (level) {
+      case 0:
+        return spdlog::debug("{}", line);
+      case 1:
+        return spdlog::info("{}", line);
+      case 2:
+        return spdlog::warn("{}", line);
+      default:
+        return spdlog::error("{}", line);
+    }
+  };
+  return std::make_unique<bindings::PythonRuntime>(std::move(settings));
+}
+
+PythonLoader PythonLoaderFor(bindings::PythonRuntime& runtime) {
+  return [&runtime](const config::PluginSpec& spec, const filter::Options& options) {
+    filter::Options own = options;
+    std::string class_name;
+    if (auto it = own.find("class"); it != own.end()) {
+      // A TOML string, as every option arrives: its text is quoted.
+      const std::string& text = it->second;
+      if (text.size() < 2 || (text.front() != '"' && text.front() != '\'')) {
+        throw std::invalid_argument("class: expected a string, got " + text);
+      }
+      class_name = text.substr(1, text.size() - 2);
+      own.erase(it);
+    }
+    return runtime.Load(spec.use, ResolvedUse(spec), class_name, own);
+  };
+}
+
+}  // namespace popgate
