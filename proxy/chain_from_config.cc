@@ -56,8 +56,8 @@ filter::FilterChain ChainFromConfig(const config::Config& config, filter::LogFn 
       std::string known;
       for (const auto& name : filter::BuiltinNames()) known += (known.empty() ? "" : ", ") + name;
       throw std::invalid_argument(where + ": unknown plugin (built in: " + known +
-                                  "; a shared object is \"so:/path/libx.so\"; a Python plugin "
-                                  "is a .py file or \"python:package.module\")");
+                                  "; a shared object is \"so:/path/libx.so\"; Python plugins "
+                                  "are not built yet)");
     }
     filter::Options options(spec.options.begin(), spec.options.end());
     try {
