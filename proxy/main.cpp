@@ -81,13 +81,13 @@ int main(int argc, char** argv) {
     }
   }
 
-  // Plugins may block (spamd, a web service): their hooks never run on an I/O thread.
-  // Each session's chain jobs run on the filter pool, and each hook call inside a job on
-  // one of the hook threads, which give up on a call after its plugin's timeout. A pool
-  // thread waits while its hook runs, so the pool is sized for sessions filtering at once.
+  // Where hook calls run: worker plugins (which may block: spamd, a web service) on the
+  // hook threads, which give up on a call after its plugin's timeout; inline plugins on
+  // the session's own thread. Sessions await each call; no thread waits for one. The
+  // filter pool only writes rejected messages to the quarantine.
   // Declared before the io_context so they outlive every session.
   filter::HookThreads hook_threads;
-  net::asio::thread_pool filter_pool(16);
+  net::asio::thread_pool filter_pool(2);
   net::IoPool io(threads);
   net::Server server(io, config,
                      net::FilterContext{&chain, &filter_pool, &hook_threads, quarantine.get()});
