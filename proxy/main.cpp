@@ -87,7 +87,7 @@ int main(int argc, char** argv) {
   // filter pool only writes rejected messages to the quarantine.
   // Declared before the io_context so they outlive every session.
   filter::HookThreads hook_threads;
-  net::asio::thread_pool filter_pool(2);
+  net::asio::thread_pool filter_pool(16);
   net::IoPool io(threads);
   net::Server server(io, config,
                      net::FilterContext{&chain, &filter_pool, &hook_threads, quarantine.get()});
