@@ -147,8 +147,10 @@ void WatchdogLoop(const std::shared_ptr<HookThreads::Shared>& shared) {
       continue;
     }
     auto first = shared->deadlines.begin();
-    if (Clock::now() < first->first) {
-      shared->watchdog_cv.wait_until(lock, first->first);
+    // A copy: while this waits, the call may finish and its entry be erased.
+    const Clock::time_point when = first->first;
+    if (Clock::now() < when) {
+      shared->watchdog_cv.wait_until(lock, when);
       continue;
     }
     std::shared_ptr<Task> task = std::move(first->second);
