@@ -55,9 +55,10 @@ filter::FilterChain ChainFromConfig(const config::Config& config, filter::LogFn 
     if (!build) {
       std::string known;
       for (const auto& name : filter::BuiltinNames()) known += (known.empty() ? "" : ", ") + name;
-      throw std::invalid_argument(where + ": unknown plugin (built in: " + known +
-                                  "; a shared object is \"so:/path/libx.so\"; Python plugins "
-                                  "are not built yet)");
+      throw std::invalid_argument(
+          where + ": unknown plugin (built in: " + known +
+          "; a shared object is \"so:/path/libx.so\"; Python: \"file.py\" or "
+          "\"python:package.module\")");
     }
     filter::Options options(spec.options.begin(), spec.options.end());
     try {

@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -15,6 +16,7 @@
 #include "net/io_pool.h"
 #include "net/server.h"
 #include "plugins/builtin.h"
+#include "python_plugins.h"
 #include "quarantine/maildir_quarantine.h"
 
 namespace {
@@ -54,10 +56,20 @@ int main(int argc, char** argv) {
     return kExitConfig;
   }
   plugins::RegisterBuiltinPlugins();
+  // Only with a Python plugin configured. Declared before the chain, whose factories
+  // call into it, and before the I/O threads, whose sessions hold plugin instances.
+  std::unique_ptr<bindings::PythonRuntime> python;
   filter::FilterChain chain;
   try {
-    chain = ChainFromConfig(config, [](std::string_view line) { spdlog::warn("{}", line); });
+    python = StartPythonIfConfigured(config);
+    chain = ChainFromConfig(
+        config, [](std::string_view line) { spdlog::warn("{}", line); },
+        python ? PythonLoaderFor(*python) : PythonLoader{});
   } catch (const std::invalid_argument& error) {
+    std::fprintf(stderr, "popgate: %s\n", error.what());
+    return kExitConfig;
+  } catch (const bindings::PythonPluginError& error) {
+    // The traceback, whole: the plugin's author needs every line of it.
     std::fprintf(stderr, "popgate: %s\n", error.what());
     return kExitConfig;
   }
@@ -83,21 +95,38 @@ int main(int argc, char** argv) {
 
   // Where hook calls run: worker plugins (which may block: spamd, a web service) on the
   // hook threads, which give up on a call after its plugin's timeout; inline plugins on
-  // the session's own thread. Sessions await each call; no thread waits for one. The
-  // filter pool only writes rejected messages to the quarantine.
-  // Declared before the io_context so they outlive every session.
+  // the session's own thread; Python's on its runtime's threads. Sessions await each
+  // call; no thread waits for one. The filter pool only writes rejected messages to the
+  // quarantine. Declared before the io_context so they outlive every session.
   filter::HookThreads hook_threads;
   net::asio::thread_pool filter_pool(16);
   net::IoPool io(threads);
   net::Server server(io, config,
                      net::FilterContext{&chain, &filter_pool, &hook_threads, quarantine.get()});
-  // SIGTERM/SIGINT: stop accepting, let sessions finish, then stop the threads. The
-  // handler is installed before the listeners announce themselves, so a signal sent as
-  // soon as "listening" is logged is never met by the default action (death by signal).
+  // Both handlers are installed before the listeners announce themselves, so a signal
+  // sent as soon as "listening" is logged is never met by the default action (death).
+  // SIGHUP: Python plugins load their code again; running sessions finish on the old.
+  // The rest of the configuration is read again only on restart.
+  net::asio::signal_set hangup(io.main(), SIGHUP);
+  std::function<void()> wait_for_hangup = [&] {
+    hangup.async_wait([&](const net::error_code& ec, int) {
+      if (ec) return;
+      if (python) {
+        spdlog::info("SIGHUP: reloading Python plugins");
+        python->Reload();
+      } else {
+        spdlog::info("SIGHUP: nothing to reload (no Python plugin configured)");
+      }
+      wait_for_hangup();
+    });
+  };
+  wait_for_hangup();
+  // SIGTERM/SIGINT: stop accepting, let sessions finish, then stop the threads.
   net::asio::signal_set signals(io.main(), SIGTERM, SIGINT);
   signals.async_wait([&](const net::error_code& ec, int signal) {
     if (ec) return;
     spdlog::info("signal {} received", signal);
+    hangup.cancel();
     server.Shutdown([&io] { io.Stop(); });
   });
   try {
@@ -106,9 +135,13 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "popgate: %s\n", e.what());
     return kExitConfig;
   }
+  // From here the main thread never holds the GIL: Python's own threads take it.
+  if (python) python->Run();
 
   io.Run();
   filter_pool.join();
+  // Sessions are drained: done() of every Python plugin, then the interpreter goes.
+  if (python) python->Stop();
   spdlog::info("stopped");
   return 0;
 }

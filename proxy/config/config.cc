@@ -697,8 +697,8 @@ void DeclareFlags(CLI::App& app, Flags& flags) {
   text("--drain-timeout", flags.drain_timeout, "SECONDS",
        "after SIGTERM, time for sessions to finish (default 30)");
   list("--plugin", flags.plugins, "SPEC",
-       "built-in name or so:/path/lib.so (file.py, python:module: not built yet); repeatable, "
-       "in order");
+       "built-in name, so:/path/lib.so, file.py or python:package.module; repeatable, in "
+       "order");
   text("--threads", flags.threads, "N", "I/O threads, 0 for one per core (default 0)");
   text("--log-level", flags.log_level, "trace|debug|info|warn|error", "default info");
   text("--max-sessions", flags.max_sessions, "N", "concurrent sessions (default 1000)");
