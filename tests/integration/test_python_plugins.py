@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import poplib
 import re
+import signal
 import textwrap
 import threading
 import time
@@ -482,3 +483,65 @@ def test_two_hundred_sessions_waiting_on_an_async_service_need_no_thread_each(tm
         assert peak_threads < 60, peak_threads
         for p in clients:
             p.quit()
+
+
+VERSIONED = """
+    import popgate
+
+    class Versioned(popgate.Plugin):
+        needs = popgate.HEADERS
+
+        def configure(self, options):
+            self.marker = options["marker"]
+
+        def message(self, session, msg):
+            msg.headers.add("X-Version", "{version}")
+
+        def done(self):
+            with open(self.marker, "a") as out:
+                out.write("done {version}\\n")
+"""
+
+
+def version_of(p: poplib.POP3, n: int = 1) -> list[bytes]:
+    head, _ = split(p.retr(n)[1])
+    return [line for line in head if line.startswith(b"X-Version:")]
+
+
+def test_sighup_loads_an_edited_plugin_keeps_running_sessions_on_theirs_and_survives_a_broken_one(
+        tmp_path, mailstore):
+    marker = tmp_path / "done.log"
+    path = plugin_file(tmp_path, "versioned.py", VERSIONED.replace("{version}", "1"))
+    with start(tmp_path, mailstore.address, [{"use": str(path), "marker": str(marker)}]) as pg:
+        old_session = login(pg.port)
+        assert version_of(old_session) == [b"X-Version: 1"]
+
+        plugin_file(tmp_path, "versioned.py", VERSIONED.replace("{version}", "2"))
+        mark = len(pg.log)
+        os.kill(pg.pid, signal.SIGHUP)
+        pg.wait_for_log(r"python plugins reloaded: 1 of 1", start=mark)
+        new_session = login(pg.port)
+        assert version_of(new_session) == [b"X-Version: 2"]
+        # The session that started before the reload finishes on the code it started with,
+        # and the old code's done() runs when that session, its last, ends.
+        assert version_of(old_session, 2) == [b"X-Version: 1"]
+        assert not marker.exists()
+        old_session.quit()
+        deadline = time.monotonic() + 10
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.read_text() == "done 1\n"
+
+        # A broken edit: the traceback is logged, the working code stays, popgate serves.
+        path.write_text("import popgate\nclass Broken(popgate.Plugin:\n")
+        mark = len(pg.log)
+        os.kill(pg.pid, signal.SIGHUP)
+        pg.wait_for_log(r"python plugins reloaded: 0 of 1", start=mark)
+        assert "SyntaxError" in pg.log[mark:]
+        assert "reload failed" in pg.log[mark:]
+        third = login(pg.port)
+        assert version_of(third) == [b"X-Version: 2"]
+        third.quit()
+        new_session.quit()
+    # At shutdown, done() of the code still current.
+    assert marker.read_text() == "done 1\ndone 2\n"
