@@ -19,14 +19,17 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:ha
   ctest --test-dir build-asan --output-on-failure --timeout 900
 
 # Where threads meet: the hook threads that run plugins with a timeout, the chain that
-# hands them work, and the spamd client's sockets used from many sessions at once.
+# hands them work, the spamd client's sockets used from many sessions at once, and the
+# Python runtime (calls queued from many threads, answered from Python's, reloads).
 echo "== TSan build of the threaded unit tests"
 cmake -S . -B build-tsan -G Ninja -DPython3_EXECUTABLE=/usr/bin/python3 \
   -DCMAKE_BUILD_TYPE=Debug -DPOPGATE_TSAN=ON >/dev/null
-cmake --build build-tsan -j2 --target filter_test
+cmake --build build-tsan -j2 --target filter_test python_runtime_test popgate_python_package
 # Without address-space randomisation: TSan's shadow memory refuses some layouts that
 # newer kernels' randomisation produces ("unexpected memory mapping").
-TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 setarch "$(uname -m)" -R build-tsan/filter_test
+export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+setarch "$(uname -m)" -R build-tsan/filter_test
+POPGATE_PYTHONPATH="$PWD/build-tsan/python" setarch "$(uname -m)" -R build-tsan/python_runtime_test
 
 if [ -x scripts/fuzz.sh ]; then
   echo "== libFuzzer, briefly"
