@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """The built-in demo: a private Dovecot with a sample mailbox, a private SpamAssassin
-spamd, popgate in front of Dovecot with the spam_tag plugin, and curl fetching every
-message through popgate, showing each message's headers as tagged.
+spamd, popgate in front of Dovecot with the spam_tag plugin and a Python plugin
+(python/popgate/examples/tag_lottery.py), and curl fetching every message through popgate,
+showing each message's headers as both plugins tagged them.
 
 Everything runs on 127.0.0.1 on ports picked at run time and is stopped at the end.
 """
@@ -49,7 +50,9 @@ def main() -> int:
             f'[upstream]\naddress = "127.0.0.1:{dovecot.port}"\n\n'
             f'[[listen]]\naddress = "127.0.0.1:0"\n\n'
             f'[[plugin]]\nuse = "spam_tag"\nspamd = "{spamd.address}"\n'
-            f'subject_prefix = "[SPAM] "\non_error = "pass"\n')
+            f'subject_prefix = "[SPAM] "\non_error = "pass"\n\n'
+            f'[[plugin]]\nuse = "{REPO / "python" / "popgate" / "examples" / "tag_lottery.py"}"\n'
+            f'words = ["lottery", "prize"]\n')
         print(f"popgate config ({config}):\n{config.read_text()}")
         with Popgate.start(["-c", str(config)], binary=binary) as proxy:
             print(f"popgate: 127.0.0.1:{proxy.port} -> 127.0.0.1:{dovecot.port}\n")
