@@ -16,6 +16,10 @@ Starts a private Dovecot (high-performance login set-up) with two users, "small"
                 (--plugin so:libpopgate_add_header.so, tests/so_plugin: adds one header
                 field, needs the header block only); "plugin overhead" compares it with
                 popgate-tN cell by cell
+    popgate-py-tN  the same plugin in Python (--plugin python/popgate/examples/add_header.py,
+                headers only, a sync hook: one GIL hand-off per message); compared with
+                popgate-tN and with popgate-so-tN
+    popgate-keep-tN  popgate with keep_on_server, a command-only plugin run inline
     nginx-wN    nginx's mail proxy (libnginx-mod-mail) with worker_processes N; its
                 auth_http is answered by the same nginx (an http {} block)
 
@@ -80,6 +84,9 @@ from pgtest.tlsca import TestCA  # noqa: E402
 USERS = {"small": "Sm4ll-bench", "large": "L4rge-bench"}
 # What tests/so_plugin/add_header.cc adds to every message (its default value).
 ADDED_FIELD = b"X-Popgate-Example: 1"
+# Its Python twin, and what that adds.
+PY_ADD_HEADER = REPO / "python" / "popgate" / "examples" / "add_header.py"
+PY_ADDED_FIELD = b"X-Popgate-Python: yes"
 MB = 1e6
 poplib._MAXLINE = 1 << 20
 
@@ -288,14 +295,13 @@ class Popgate(ProcessTarget):
 
     def __init__(self, binary: Path, upstream: str, threads: int, workdir: Path, name: str = "popgate",
                  tls_args: tuple[str, ...] = (), listen_ca: Path | None = None,
-                 so_plugin: Path | None = None):
+                 plugin: str | None = None, added_field: bytes | None = None):
         """tls_args: popgate's TLS flags; listen_ca: the CA of its --listen-tls implicit
-        certificate (the loadgen then speaks TLS to it); so_plugin: the add_header plugin
-        (tests/so_plugin), loaded with --plugin so:PATH."""
+        certificate (the loadgen then speaks TLS to it); plugin: a --plugin value, and
+        added_field the header field it adds to every message (if any)."""
         self.name = f"{name}-t{threads}"
-        self.so_plugin = so_plugin
-        if so_plugin:
-            self.added_field = ADDED_FIELD
+        self.plugin = plugin
+        self.added_field = added_field
         self.binary = binary
         self.upstream = upstream
         self.threads = threads
@@ -312,7 +318,7 @@ class Popgate(ProcessTarget):
         self.proc = subprocess.Popen(
             [str(self.binary), "--listen", f"127.0.0.1:{self.port}", "--upstream", self.upstream,
              "--threads", str(self.threads), "--max-sessions", "20000", "--log-level", "warn",
-             *self.tls_args, *(("--plugin", f"so:{self.so_plugin}") if self.so_plugin else ())],
+             *self.tls_args, *(("--plugin", self.plugin) if self.plugin else ())],
             stdin=subprocess.DEVNULL, stdout=self.errlog, stderr=self.errlog)
         if self.listen_ca:
             wait_port_tls("127.0.0.1", self.port, self.proc, self.name, self.listen_ca)
@@ -595,22 +601,33 @@ def table(results: list[dict], direct: dict) -> str:
     return "\n".join(rows)
 
 
+PLUGIN_PREFIXES = ("popgate-so-", "popgate-py-", "popgate-keep-")
+
+
 def overhead_table(results: list[dict]) -> str:
-    """popgate-so-tN against popgate-tN, cell by cell (same run, same rounds)."""
+    """Each popgate-with-a-plugin target against popgate-tN (no plugin), cell by cell (same
+    run, same rounds), and the Python plugin against its C++ twin."""
     by_cell = {(r["user"], r["sessions"], r["target"]): r for r in results}
-    rows = ["| mailbox | sessions | plugin target | MB/s | no-plugin MB/s | MB/s ratio | msg/s ratio "
-            "| proxy CPU s/GB | no-plugin CPU s/GB |",
+
+    def ratio(a: float, b: float) -> float | None:
+        return a / b if b else None
+
+    rows = ["| mailbox | sessions | plugin target | msg/s | no-plugin msg/s | msg/s ratio "
+            "| vs C++ plugin (msg/s) | proxy CPU s/GB | no-plugin CPU s/GB |",
             "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in results:
-        if not r["target"].startswith("popgate-so-"):
+        prefix = next((p for p in PLUGIN_PREFIXES if r["target"].startswith(p)), None)
+        if not prefix:
             continue
-        base = by_cell.get((r["user"], r["sessions"], r["target"].replace("popgate-so-", "popgate-", 1)))
+        base = by_cell.get((r["user"], r["sessions"], r["target"].replace(prefix, "popgate-", 1)))
         if not base:
             continue
-        mb = r["mb_per_s"] / base["mb_per_s"] if base["mb_per_s"] else None
-        msg = r["messages_per_s"] / base["messages_per_s"] if base["messages_per_s"] else None
-        rows.append(f"| {r['mailbox']} | {r['sessions']} | {r['target']} | {fmt(r['mb_per_s'])} "
-                    f"| {fmt(base['mb_per_s'])} | {fmt(mb, 3)} | {fmt(msg, 3)} "
+        twin = (by_cell.get((r["user"], r["sessions"], r["target"].replace(prefix, "popgate-so-", 1)))
+                if prefix == "popgate-py-" else None)
+        rows.append(f"| {r['mailbox']} | {r['sessions']} | {r['target']} | {fmt(r['messages_per_s'])} "
+                    f"| {fmt(base['messages_per_s'])} "
+                    f"| {fmt(ratio(r['messages_per_s'], base['messages_per_s']), 3)} "
+                    f"| {fmt(ratio(r['messages_per_s'], twin['messages_per_s']), 3) if twin else '-'} "
                     f"| {fmt(r['proxy_cpu_s_per_gb'], 2)} | {fmt(base['proxy_cpu_s_per_gb'], 2)} |")
     return "\n".join(rows) if len(rows) > 2 else ""
 
@@ -751,8 +768,9 @@ def main() -> int:
     ap.add_argument("--duration", type=float, help="seconds per measurement (default 2, quick 1)")
     ap.add_argument("--rounds", type=int, help="measurements per cell; the best counts (default 3, quick 1)")
     ap.add_argument("--threads", default=None, help="popgate threads / nginx workers to try, e.g. 1,2")
-    ap.add_argument("--targets", default="direct,popgate,popgate-so,nginx,stunnel",
-                    help="kinds of target (direct covers direct-pop3s; popgate-so: popgate with the "
+    ap.add_argument("--targets", default="direct,popgate,popgate-so,popgate-py,popgate-keep,nginx,stunnel",
+                    help="kinds of target (direct covers direct-pop3s; popgate-py: the same plugin in "
+                    "Python; popgate-keep: keep_on_server; popgate-so: popgate with the "
                     "add_header .so plugin, plain part only; stunnel: TLS part only)")
     ap.add_argument("--so-plugin", help="the add_header plugin for popgate-so (default: "
                     "libpopgate_add_header.so beside --popgate)")
@@ -838,7 +856,15 @@ def main() -> int:
                     targets.append(Popgate(Path(args.popgate), dovecot.address, n, work))
                 if "popgate-so" in kinds:
                     targets.append(Popgate(Path(args.popgate), dovecot.address, n, work,
-                                           name="popgate-so", so_plugin=so_plugin))
+                                           name="popgate-so", plugin=f"so:{so_plugin}",
+                                           added_field=ADDED_FIELD))
+                if "popgate-py" in kinds:
+                    targets.append(Popgate(Path(args.popgate), dovecot.address, n, work,
+                                           name="popgate-py", plugin=str(PY_ADD_HEADER),
+                                           added_field=PY_ADDED_FIELD))
+                if "popgate-keep" in kinds:
+                    targets.append(Popgate(Path(args.popgate), dovecot.address, n, work,
+                                           name="popgate-keep", plugin="keep_on_server"))
                 for extra in args.extra_popgate:
                     name, _, path = extra.partition("=")
                     targets.append(Popgate(Path(path), dovecot.address, n, work, name=name))
@@ -968,12 +994,15 @@ def main() -> int:
         overhead = overhead_table(results)
         if overhead:
             report += [
-                "## Plugin overhead (popgate with one C++ plugin from a shared object vs none)",
+                "## Plugin overhead (popgate with one plugin vs none, Python vs C++)",
                 "",
                 "`popgate-so-tN` is `popgate-tN` plus `--plugin so:libpopgate_add_header.so` "
                 "(tests/so_plugin/add_header.cc: adds `X-Popgate-Example: 1` to every message, needs "
-                "the header block only, so bodies stream past it), measured in the same rounds. Its "
-                "MB/s include the added field's 22 octets per message. Ratio: plugin over no plugin.",
+                "the header block only, so bodies stream past it); `popgate-py-tN` the same plugin in "
+                "Python (python/popgate/examples/add_header.py, a sync hook, adds "
+                "`X-Popgate-Python: yes`); `popgate-keep-tN` has keep_on_server (commands only, "
+                "inline). All measured in the same rounds. Ratios: plugin over no plugin, and the "
+                "Python plugin over the C++ one.",
                 "",
                 overhead,
                 "",
@@ -1020,8 +1049,9 @@ def main() -> int:
         ("Every target delivered every message of both mailboxes with the same bytes as a direct "
          "fetch (loadgen --mode verify digests match), and every timed RETR had the size LIST gave "
          "and a proper terminator."
-         + (" popgate-so: every message was the direct fetch with `" + ADDED_FIELD.decode()
-            + "` at the end of its header block and nothing else changed (poplib, message by "
+         + (" popgate-so and popgate-py: every message was the direct fetch with its plugin's "
+            "field (`" + ADDED_FIELD.decode() + "`, `" + PY_ADDED_FIELD.decode()
+            + "`) at the end of its header block and nothing else changed (poplib, message by "
             "message); its timed RETRs, larger than LIST says, had proper terminators."
             if any(t.added_field for t in targets) else "")
          if not verify_problems and errors == 0 else
