@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "bindings/message_bindings.h"
+#include "bindings/option_values.h"
 #include "bindings/python_job.h"
 #include "bindings/python_runtime.h"
 
@@ -156,9 +157,7 @@ void DefineRuntimeTypes(py::module_& m) {
     py::list specs;
     if (embedded_runtime == nullptr) return specs;
     for (const auto& spec : embedded_runtime->ReloadSpecs()) {
-      py::dict options;
-      for (const auto& [key, text] : spec.options) options[py::str(key)] = py::str(text);
-      specs.append(py::make_tuple(spec.use, spec.class_name, options));
+      specs.append(py::make_tuple(spec.use, spec.class_name, OptionsToDict(spec.options)));
     }
     return specs;
   });

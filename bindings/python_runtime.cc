@@ -12,6 +12,7 @@
 #include <thread>
 #include <utility>
 
+#include "bindings/option_values.h"
 #include "bindings/python_job.h"
 #include "bindings/python_plugin.h"
 
@@ -93,11 +94,9 @@ std::shared_ptr<filter::PluginFactory> PythonRuntime::Load(const std::string& na
                                                            const std::string& use,
                                                            const std::string& class_name,
                                                            const filter::Options& options) {
-  py::dict raw;
-  for (const auto& [key, text] : options) raw[py::str(key)] = py::str(text);
   py::tuple loaded;
   try {
-    loaded = state_->runtime.attr("load")(use, class_name, raw);
+    loaded = state_->runtime.attr("load")(use, class_name, OptionsToDict(options));
   } catch (py::error_already_set& e) {
     // The runtime formats the traceback of what the plugin raised into the exception's text.
     throw PythonPluginError(py::str(e.value()).cast<std::string>());

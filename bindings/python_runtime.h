@@ -53,7 +53,7 @@ class PythonRuntime {
 
   // Loads `use` (a .py file or "python:package.module"), makes the Plugin subclass
   // (`class_name`, or the module's only one) and calls its configure() with `options`
-  // (TOML texts, as the config has them: they reach Python as native values). Main thread,
+  // (typed, as the config has them: they reach Python as native values). Main thread,
   // before Run. Throws PythonPluginError with the traceback. `name` names it in logs.
   std::shared_ptr<filter::PluginFactory> Load(const std::string& name, const std::string& use,
                                               const std::string& class_name,

@@ -6,7 +6,6 @@
 
 #include "filter/registry.h"
 #include "filter/shared_object.h"
-#include "plugins/options.h"
 
 namespace popgate {
 namespace {
@@ -17,14 +16,14 @@ constexpr std::string_view kSharedObjectPrefix = "so:";
 // The keys every [[plugin]] table may have, whatever the plugin; the rest is its own.
 filter::ChainEntry CommonSettings(filter::Options& options) {
   filter::ChainEntry entry;
-  std::string on_error = plugins::OptionString(options, "on_error", "pass");
+  std::string on_error = filter::OptionString(options, "on_error", "pass");
   if (on_error == "tempfail") {
     entry.on_error = filter::ErrorPolicy::kTempFail;
   } else if (on_error != "pass") {
     throw std::invalid_argument("on_error: expected \"pass\" or \"tempfail\", got \"" + on_error +
                                 "\"");
   }
-  entry.timeout = std::chrono::seconds(plugins::OptionInteger(options, "timeout", 30, 1, 3600));
+  entry.timeout = std::chrono::seconds(filter::OptionInteger(options, "timeout", 30, 1, 3600));
   options.erase("on_error");
   options.erase("timeout");
   return entry;
@@ -60,7 +59,7 @@ filter::FilterChain ChainFromConfig(const config::Config& config, filter::LogFn 
           "; a shared object is \"so:/path/libx.so\"; Python: \"file.py\" or "
           "\"python:package.module\")");
     }
-    filter::Options options(spec.options.begin(), spec.options.end());
+    filter::Options options = spec.options;
     try {
       filter::ChainEntry entry = CommonSettings(options);
       // The plugin's own timeout option, if it has one, is its own; the chain's is kept.

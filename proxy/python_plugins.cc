@@ -48,16 +48,8 @@ std::unique_ptr<bindings::PythonRuntime> StartPythonIfConfigured(const config::C
 PythonLoader PythonLoaderFor(bindings::PythonRuntime& runtime) {
   return [&runtime](const config::PluginSpec& spec, const filter::Options& options) {
     filter::Options own = options;
-    std::string class_name;
-    if (auto it = own.find("class"); it != own.end()) {
-      // A TOML string, as every option arrives: its text is quoted.
-      const std::string& text = it->second;
-      if (text.size() < 2 || (text.front() != '"' && text.front() != '\'')) {
-        throw std::invalid_argument("class: expected a string, got " + text);
-      }
-      class_name = text.substr(1, text.size() - 2);
-      own.erase(it);
-    }
+    std::string class_name = filter::OptionString(own, "class", "");
+    own.erase("class");
     return runtime.Load(spec.use, ResolvedUse(spec), class_name, own);
   };
 }

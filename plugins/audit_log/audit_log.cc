@@ -19,7 +19,6 @@
 #include <system_error>
 #include <utility>
 
-#include "plugins/options.h"
 
 namespace popgate::plugins {
 namespace {

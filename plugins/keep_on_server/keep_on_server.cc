@@ -4,7 +4,6 @@
 #include <string>
 #include <string_view>
 
-#include "plugins/options.h"
 
 namespace popgate::plugins {
 namespace {

@@ -3,7 +3,6 @@
 #include <stdexcept>
 #include <string>
 
-#include "plugins/options.h"
 #include "spam_tag/spamd_client.h"
 
 namespace popgate::plugins {

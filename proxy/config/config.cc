@@ -336,32 +336,25 @@ std::string TypeName(toml::node_type type) {
   return "nothing";
 }
 
-bool IsBareKey(std::string_view key) {
-  return !key.empty() &&
-         std::ranges::all_of(key, [](char c) { return IsAlnum(c) || c == '-' || c == '_'; });
-}
-
-// A plugin option as TOML text on one line: tables inline, strings double-quoted, so whoever
-// configures the plugin can parse it back as the value of `key = ...`.
-std::string TomlText(const toml::node& node) {
+// A plugin option as its typed value. Dates and times have no type of their own in the
+// plugin interface: they arrive as their TOML text.
+filter::OptionValue ToOptionValue(const toml::node& node) {
   if (const toml::table* table = node.as_table()) {
-    std::string text = "{";
+    filter::OptionValue::Table entries;
     for (const auto& [key, value] : *table) {
-      text += text.size() == 1 ? " " : ", ";
-      text += IsBareKey(key.str()) ? std::string(key.str())
-                                   : TomlText(toml::value<std::string>(std::string(key.str())));
-      text += " = " + TomlText(value);
+      entries.emplace_back(std::string(key.str()), ToOptionValue(value));
     }
-    return text + (text.size() == 1 ? "}" : " }");
+    return entries;
   }
   if (const toml::array* array = node.as_array()) {
-    std::string text = "[";
-    for (const toml::node& element : *array) {
-      if (text.size() > 1) text += ", ";
-      text += TomlText(element);
-    }
-    return text + "]";
+    filter::OptionValue::Array items;
+    for (const toml::node& element : *array) items.push_back(ToOptionValue(element));
+    return items;
   }
+  if (auto text = node.value_exact<std::string>()) return *text;
+  if (auto number = node.value_exact<std::int64_t>()) return *number;
+  if (auto number = node.value_exact<double>()) return *number;
+  if (auto flag = node.value_exact<bool>()) return *flag;
   std::ostringstream out;
   out << toml::toml_formatter{node, toml::format_flags::allow_unicode_strings};
   return out.str();
@@ -532,7 +525,7 @@ PluginSpec ReadPlugin(const TableReader& table) {
   plugin.use = ParsePluginSpec(table.RequireString("use"), table.Where("use"));
   plugin.origin = table.Origin();
   for (const auto& [key, value] : table.table()) {
-    if (key.str() != "use") plugin.options.emplace(key.str(), TomlText(value));
+    if (key.str() != "use") plugin.options.emplace(key.str(), ToOptionValue(value));
   }
   return plugin;
 }

@@ -11,6 +11,8 @@
 #include <string_view>
 #include <vector>
 
+#include "filter/options.h"
+
 namespace popgate::config {
 
 enum class TlsMode { kNone, kStartTls, kImplicit };
@@ -38,9 +40,9 @@ struct Upstream {
 // One [[plugin]] table or --plugin SPEC. Plugins are not built yet (issue 4); the
 // entries are parsed so the file format is stable, and main() refuses to start with any.
 struct PluginSpec {
-  std::string use;                             // "spam_tag", "x.py", "python:pkg.mod", ...
-  std::map<std::string, std::string> options;  // every other key, as its TOML text
-  std::string origin;                          // "FILE:LINE" or "--plugin", for errors
+  std::string use;          // "spam_tag", "x.py", "python:pkg.mod", ...
+  filter::Options options;  // every other key, with its TOML type
+  std::string origin;       // "FILE:LINE" or "--plugin", for errors
 };
 
 struct Timeouts {

@@ -34,6 +34,7 @@
 #include <utility>
 #include <vector>
 
+#include "filter/options.h"
 #include "mail/message.h"
 
 namespace popgate::filter {
@@ -231,7 +232,6 @@ struct PluginTraits {
   Execution execution = Execution::kWorker;
 };
 
-using Options = std::map<std::string, std::string, std::less<>>;
 
 class PluginFactory {
  public:

@@ -37,7 +37,7 @@
 
 // Overriding it (-D) is for popgate's tests of the refusal only.
 #ifndef POPGATE_PLUGIN_ABI_VERSION
-#define POPGATE_PLUGIN_ABI_VERSION 3
+#define POPGATE_PLUGIN_ABI_VERSION 4
 #endif
 
 #define POPGATE_PLUGIN_STRINGIFY_(x) #x

@@ -22,7 +22,6 @@ import asyncio
 import logging
 import queue
 import threading
-import tomllib
 import traceback
 from typing import Any
 
@@ -44,11 +43,6 @@ class _ToPopgateLog(logging.Handler):
             _popgate._log(level, f"python {record.name}: {record.getMessage()}")
         except Exception:  # noqa: BLE001 - a log line must never break a hook
             pass
-
-
-def _option_value(text: str) -> Any:
-    """One option, as its TOML text in the config, as the native value."""
-    return tomllib.loads("v = " + text)["v"]
 
 
 def _last_line(text: str) -> str:
@@ -87,11 +81,10 @@ class Runtime:
 
     # -- start-up, on the main thread ------------------------------------------------
 
-    def load(self, use: str, class_name: str, raw_options: dict[str, str]) -> tuple[Any, ...]:
+    def load(self, use: str, class_name: str, options: dict[str, Any]) -> tuple[Any, ...]:
         """Loads and configures one plugin; (index, needs, hooks). Raises RuntimeError
         whose text is the traceback of what went wrong."""
         try:
-            options = {key: _option_value(text) for key, text in raw_options.items()}
             plugin = _loader.make_plugin(use, class_name or None, options)
             needs = _loader.needs_of(plugin)
             hooks = sorted(_loader.hooks_of(plugin))
@@ -226,9 +219,9 @@ class Runtime:
     def _reload(self) -> None:
         specs = _popgate._reload_specs()
         reloaded = 0
-        for position, (use, class_name, raw_options) in enumerate(specs):
+        for position, (use, class_name, options) in enumerate(specs):
             try:
-                index, needs, hooks = self.load(use, class_name, raw_options)
+                index, needs, hooks = self.load(use, class_name, options)
             except RuntimeError as failure:
                 _popgate._log(_ERROR, f"python plugin {use}: reload failed, the old code "
                                       f"stays:\n{failure}")

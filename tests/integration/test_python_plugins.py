@@ -62,6 +62,8 @@ def toml_value(value) -> str:
         return str(value)
     if isinstance(value, list):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
     return '"' + str(value) + '"'
 
 
@@ -389,7 +391,7 @@ def test_session_command_and_options_reach_the_plugin_as_the_contract_says(tmp_p
     """)
     with start(tmp_path, mailstore.address,
                [{"use": str(path), "words": ["a", "b"], "limit": 3, "ratio": 0.5,
-                 "strict": True}]) as pg:
+                 "strict": True, "spamd": {"size": 10, "host": "x"}}]) as pg:
         p = login(pg.port)
         p.retr(3)
         with pytest.raises(poplib.error_proto, match=r"kept on the server"):
@@ -401,6 +403,7 @@ def test_session_command_and_options_reach_the_plugin_as_the_contract_says(tmp_p
             time.sleep(0.05)
     lines = record.read_text().splitlines()
     assert lines[0] == ("options [('limit', 'int', 3), ('ratio', 'float', 0.5), "
+                        "('spamd', 'dict', {'host': 'x', 'size': 10}), "
                         "('strict', 'bool', True), ('words', 'list', ['a', 'b'])]")
     assert lines[1].startswith("start True 127.0.0.1:") and "user=''" in lines[1]
     assert lines[1].endswith("tls=False/False")

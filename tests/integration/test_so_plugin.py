@@ -144,7 +144,7 @@ def test_wrong_abi_version_stops_start_up(tmp_path, mailstore):
     assert r.returncode == 2, r.stderr
     assert r.stderr.count("\n") == 1, r.stderr
     assert r.stderr == (f"popgate: {config}:{line}: plugin so:{wrong}: "
-                        "built for plugin ABI 999, popgate has 3\n")
+                        "built for plugin ABI 999, popgate has 4\n")
 
 
 def test_bad_option_stops_start_up(tmp_path, mailstore):

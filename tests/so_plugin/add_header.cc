@@ -43,24 +43,9 @@ class AddHeader final : public filter::Plugin {
   std::shared_ptr<const std::string> value_;
 };
 
-// Options arrive as their TOML text: a string is "\"text\"" (or 'text').
-std::string StringOption(const filter::Options& options, std::string_view key,
-                         std::string fallback) {
-  auto it = options.find(key);
-  if (it == options.end()) return fallback;
-  const std::string& text = it->second;
-  if (text.size() >= 2 && (text.front() == '"' || text.front() == '\'') &&
-      text.back() == text.front()) {
-    return text.substr(1, text.size() - 2);
-  }
-  throw std::invalid_argument(std::string(key) + ": expected a string, got " + text);
-}
-
 std::shared_ptr<filter::PluginFactory> Build(const filter::Options& options) {
-  for (const auto& [key, text] : options) {
-    if (key != "value") throw std::invalid_argument(key + ": unknown option");
-  }
-  auto value = std::make_shared<const std::string>(StringOption(options, "value", "1"));
+  filter::CheckKnownOptions(options, {"value"});
+  auto value = std::make_shared<const std::string>(filter::OptionString(options, "value", "1"));
   if (value->find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos) {
     throw std::invalid_argument("value: must not contain CR, LF or NUL");
   }

@@ -38,15 +38,9 @@ struct Settings {
   bool run_inline = false;
 };
 
-// TOML text as the core hands it over: "\"value\"" or 123.
+// A string option, or "" when absent.
 std::string Text(const filter::Options& options, const std::string& key) {
-  auto it = options.find(key);
-  if (it == options.end()) return {};
-  std::string value = it->second;
-  if (value.size() >= 2 && value.front() == '"' && value.back() == '"') {
-    value = value.substr(1, value.size() - 2);
-  }
-  return value;
+  return filter::OptionString(options, key, "");
 }
 
 std::mutex record_mutex;
@@ -115,8 +109,7 @@ std::shared_ptr<filter::PluginFactory> Build(const filter::Options& options) {
     settings->add_name = add.substr(0, colon);
     settings->add_value = add.substr(colon + 1);
   }
-  std::string delay = Text(options, "delay_ms");
-  if (!delay.empty()) settings->delay_ms = std::stol(delay);
+  settings->delay_ms = filter::OptionInteger(options, "delay_ms", 0, 0, 3'600'000);
   std::string verdict = Text(options, "verdict");
   if (verdict == "tempfail") settings->verdict = filter::Verdict::kTempFail;
   if (verdict == "reject") settings->verdict = filter::Verdict::kReject;

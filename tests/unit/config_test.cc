@@ -504,16 +504,23 @@ use = "python:filters.bayes"
   const PluginSpec& spam = config.plugins[0];
   EXPECT_EQ(spam.use, "spam_tag");
   EXPECT_EQ(spam.origin, "p.toml:4");
-  const std::map<std::string, std::string> expected = {
-      {"spamd", "\"127.0.0.1:783\""},
-      {"threshold", "5"},
-      {"ratio", "0.5"},
-      {"strict", "true"},
-      {"tags", "[\"a\", \"b\", 3]"},
-      {"options", "{ db = \"/var/lib/popgate/bayes.sqlite\", \"odd key\" = \"x\\ny\" }"},
-      {"nested", "{ depth = 1 }"},
+  using filter::OptionValue;
+  const filter::Options expected = {
+      {"spamd", "127.0.0.1:783"},
+      {"threshold", 5},
+      {"ratio", 0.5},
+      {"strict", true},
+      {"tags", OptionValue::Array{"a", "b", 3}},
+      {"options", OptionValue::Table{{"db", "/var/lib/popgate/bayes.sqlite"}, {"odd key", "x\ny"}}},
+      {"nested", OptionValue::Table{{"depth", 1}}},
   };
   EXPECT_EQ(spam.options, expected);
+  // What error messages quote: the value as TOML writes it.
+  EXPECT_EQ(spam.options.at("tags").ToToml(), "[\"a\", \"b\", 3]");
+  EXPECT_EQ(spam.options.at("options").ToToml(),
+            "{ db = \"/var/lib/popgate/bayes.sqlite\", \"odd key\" = \"x\\ny\" }");
+  EXPECT_EQ(spam.options.at("nested").ToToml(), "{ depth = 1 }");
+  EXPECT_EQ(spam.options.at("ratio").ToToml(), "0.5");
   EXPECT_EQ(config.plugins[1].use, "python:filters.bayes");
   EXPECT_EQ(config.plugins[1].origin, "p.toml:14");
   EXPECT_TRUE(config.plugins[1].options.empty());

@@ -92,7 +92,7 @@ class RuntimeEnvironment : public ::testing::Environment {
     };
     loaded->runtime = std::make_unique<PythonRuntime>(std::move(settings));
     std::string file = WritePlugins();
-    loaded->sync = loaded->runtime->Load("sync", file, "SyncTagger", {{"label", "\"L\""}});
+    loaded->sync = loaded->runtime->Load("sync", file, "SyncTagger", {{"label", "L"}});
     loaded->async = loaded->runtime->Load("async", file, "AsyncTagger", {});
     loaded->sleeper = loaded->runtime->Load("sleeper", file, "Sleeper", {});
     loaded->runtime->Run();

@@ -99,15 +99,14 @@ TEST(SharedObjectPlugin, AsksForHeadersAndTheMessageHookOnly) {
 }
 
 TEST(SharedObjectPlugin, PassesItsOptions) {
-  auto factory = LoadSharedObjectPlugin(POPGATE_TEST_ADD_HEADER_SO, {{"value", "\"hello there\""}});
+  auto factory = LoadSharedObjectPlugin(POPGATE_TEST_ADD_HEADER_SO, {{"value", "hello there"}});
   mail::Message message = RunThrough(factory);
   EXPECT_EQ(message.headers().Get("X-Popgate-Example"), "hello there");
 }
 
 TEST(SharedObjectPlugin, TheBuildersErrorComesThrough) {
-  EXPECT_EQ(LoadError(POPGATE_TEST_ADD_HEADER_SO, {{"colour", "\"red\""}}),
-            "colour: unknown option");
-  EXPECT_EQ(LoadError(POPGATE_TEST_ADD_HEADER_SO, {{"value", "3"}}),
+  EXPECT_EQ(LoadError(POPGATE_TEST_ADD_HEADER_SO, {{"colour", "red"}}), "colour: unknown option");
+  EXPECT_EQ(LoadError(POPGATE_TEST_ADD_HEADER_SO, {{"value", 3}}),
             "value: expected a string, got 3");
 }
 
@@ -117,7 +116,7 @@ TEST(SharedObjectPlugin, InstancesOutliveTheFactoryAndTheChain) {
   std::unique_ptr<ChainSession> session;
   {
     auto chain = std::make_unique<FilterChain>(std::vector<ChainEntry>{
-        Entry(LoadSharedObjectPlugin(POPGATE_TEST_ADD_HEADER_SO, {{"value", "\"late\""}}))});
+        Entry(LoadSharedObjectPlugin(POPGATE_TEST_ADD_HEADER_SO, {{"value", "late"}}))});
     session = std::make_unique<ChainSession>(chain->NewSession(SessionInfo{}));
     ASSERT_TRUE(session->Start());
   }
@@ -137,8 +136,8 @@ TEST(SharedObjectPlugin, InstancesOutliveTheFactoryAndTheChain) {
 }
 
 TEST(SharedObjectPlugin, LoadsTwiceWithDifferentOptions) {
-  auto one = LoadSharedObjectPlugin(POPGATE_TEST_ADD_HEADER_SO, {{"value", "\"one\""}});
-  auto two = LoadSharedObjectPlugin(POPGATE_TEST_ADD_HEADER_SO, {{"value", "\"two\""}});
+  auto one = LoadSharedObjectPlugin(POPGATE_TEST_ADD_HEADER_SO, {{"value", "one"}});
+  auto two = LoadSharedObjectPlugin(POPGATE_TEST_ADD_HEADER_SO, {{"value", "two"}});
   FilterChain chain({Entry(one), Entry(two)});
   ChainSession session = chain.NewSession(SessionInfo{});
   ASSERT_TRUE(session.Start());

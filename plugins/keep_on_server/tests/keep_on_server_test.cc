@@ -84,8 +84,7 @@ TEST_F(KeepOnServerTest, AllowsEverythingElse) {
 }
 
 TEST_F(KeepOnServerTest, CustomReply) {
-  // Options arrive as their TOML text.
-  StartChain({{"reply", "\"Deleting is not allowed here\""}});
+  StartChain({{"reply", "Deleting is not allowed here"}});
   filter::CommandOutcome outcome = Run("DELE 1");
   EXPECT_EQ(outcome.decision.kind(), filter::CommandDecision::Kind::kDeny);
   EXPECT_EQ(outcome.decision.text(), "Deleting is not allowed here");
@@ -101,12 +100,12 @@ TEST(KeepOnServerOptionsTest, RejectsBadOptions) {
       EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
     }
   };
-  throws({{"reply", "\"two\\nlines\""}}, "reply");
-  throws({{"reply", "\"a\rb\""}}, "reply");
-  throws({{"reply", "\"a\nb\""}}, "reply");
+  throws({{"reply", "two\nlines"}}, "reply");
+  throws({{"reply", "a\rb"}}, "reply");
+  throws({{"reply", "a\nb"}}, "reply");
   throws({{"reply", std::string("\"a\0b\"", 5)}}, "reply");
-  throws({{"reply", "42"}}, "reply: expected a string");
-  throws({{"replies", "\"x\""}}, "replies: unknown option");
+  throws({{"reply", 42}}, "reply: expected a string");
+  throws({{"replies", "x"}}, "replies: unknown option");
   EXPECT_NO_THROW(MakeKeepOnServerFactory({{"reply", "'literal'"}}));
 }
 
