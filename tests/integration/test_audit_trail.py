@@ -7,6 +7,9 @@ alone; with a headers-only plugin; with a whole-message plugin; with a command-o
 plugin): every RETR and TOP has its message record, naming the message and the user; the
 session record names the user and counts the messages. And the session record names the
 user for every login method, also when the session fetched nothing.
+
+An IPv6 client (popgate listening on [::1]) is written `[::1]:PORT` in popgate's log, the
+audit records and SessionInfo::client_address (which audit_log writes as `client`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import os
 import poplib
 import re
+import socket
 import time
 from pathlib import Path
 
@@ -170,3 +174,42 @@ def test_a_session_that_drops_without_quit_still_names_its_user(tmp_path, mailst
         pg.wait_for_log(r"session \d+ end")
         _, (session,) = records(audit)
     assert session["user"] == USER and session["messages"] == 0, session
+
+
+# ---------------------------------------------------------------- IPv6
+
+
+def ipv6_loopback_missing() -> str | None:
+    """Why a socket cannot listen on ::1 here (no IPv6, or ::1 not configured), else None."""
+    if not socket.has_ipv6:
+        return "Python was built without IPv6"
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+    except OSError as e:
+        return f"cannot bind to [::1] on this machine: {e}"
+    return None
+
+
+def test_an_ipv6_client_is_written_in_brackets_everywhere(tmp_path, mailstore):
+    reason = ipv6_loopback_missing()
+    if reason:
+        pytest.skip(reason)
+    plugins = [f'use = "so:{library("popgate_add_header")}"\nvalue = "v6"']
+    pg, audit = start(tmp_path, mailstore.address, plugins, listen="[::1]:0")
+    with pg:
+        assert pg.wait_for_log(r"listening on (\S+) ").group(1) == f"[::1]:{pg.port}"
+        p = poplib.POP3("::1", pg.port, timeout=30)
+        client_port = p.sock.getsockname()[1]
+        p.user(USER)
+        p.pass_(PASSWORD)
+        _, lines, _ = p.retr(1)
+        assert b"X-Popgate-Example: v6" in lines  # the plugin ran for this session
+        p.quit()
+        client = f"[::1]:{client_port}"
+        assert pg.wait_for_log(r"session \d+ start client=(\S+)").group(1) == client
+        assert pg.wait_for_log(r"session \d+ end client=(\S+)").group(1) == client
+        messages, (session,) = records(audit)
+    # audit_log writes SessionInfo::client_address as it gets it: what every plugin sees.
+    assert [m["client"] for m in messages] == [client]
+    assert session["client"] == client
