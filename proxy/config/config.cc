@@ -897,4 +897,14 @@ std::string ToString(TlsMode mode) {
   return "unknown";
 }
 
+std::string FormatEndpoint(std::string_view host, std::uint16_t port) {
+  // Only an IPv6 address has a ':' (a host name or IPv4 address never does).
+  const bool v6 = host.find(':') != std::string_view::npos;
+  std::string text;
+  if (v6) text += '[';
+  text += host;
+  if (v6) text += ']';
+  return text + ':' + std::to_string(port);
+}
+
 }  // namespace popgate::config

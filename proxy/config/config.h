@@ -22,6 +22,12 @@ struct Endpoint {
   std::uint16_t port;  // 0 on a listener: the kernel picks one (tests use this)
 };
 
+// An address as every log line, audit record and SessionInfo writes it, the form the
+// config reads: "192.0.2.1:110", "pop.example.com:995", "[2001:db8::1]:110". An IPv6
+// address is bracketed, or its last group could not be told from the port. The one
+// formatter for host and port: the core and the plugins must agree on it.
+std::string FormatEndpoint(std::string_view host, std::uint16_t port);
+
 struct Listener {
   Endpoint address;
   TlsMode tls = TlsMode::kNone;

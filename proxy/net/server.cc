@@ -15,9 +15,7 @@ namespace {
 constexpr int kListenBacklog = 1024;
 
 std::string ToString(const tcp::endpoint& ep) {
-  if (ep.address().is_v6())
-    return "[" + ep.address().to_string() + "]:" + std::to_string(ep.port());
-  return ep.address().to_string() + ":" + std::to_string(ep.port());
+  return config::FormatEndpoint(ep.address().to_string(), ep.port());
 }
 
 }  // namespace
@@ -63,7 +61,7 @@ void Server::Start() {
   ResolveUpstream();
   for (const auto& listener : config_.listeners) Listen(listener);
   const auto& up = config_.upstream;
-  spdlog::info("upstream {}:{} tls={}{}", up.address.host, up.address.port,
+  spdlog::info("upstream {} tls={}{}", config::FormatEndpoint(up.address.host, up.address.port),
                config::ToString(up.tls),
                up.tls != config::TlsMode::kNone && !up.verify ? " (certificate NOT verified)" : "");
   for (auto& listening : listening_) {

@@ -18,7 +18,7 @@ std::string Endpoint(const tcp::socket& socket) {
   error_code ec;
   auto ep = socket.remote_endpoint(ec);
   if (ec) return "?";
-  return ep.address().to_string() + ":" + std::to_string(ep.port());
+  return config::FormatEndpoint(ep.address().to_string(), ep.port());
 }
 
 }  // namespace

@@ -263,7 +263,7 @@ asio::awaitable<bool> Session::StartFilters() {
   info.id = id_;
   info.client_address = client_address_;
   info.upstream =
-      config_.upstream.address.host + ":" + std::to_string(config_.upstream.address.port);
+      config::FormatEndpoint(config_.upstream.address.host, config_.upstream.address.port);
   info.client_tls = client_.is_tls();
   info.upstream_tls = upstream_.is_tls();
   filter::ChainExecutors executors;

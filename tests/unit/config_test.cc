@@ -363,6 +363,23 @@ TEST(ConfigAddress, Ipv4AndNames) {
             "mail-1.example_x.org");
 }
 
+TEST(ConfigAddress, FormatEndpointBracketsIpv6Only) {
+  EXPECT_EQ(FormatEndpoint("192.0.2.7", 110), "192.0.2.7:110");
+  EXPECT_EQ(FormatEndpoint("pop.example.com", 995), "pop.example.com:995");
+  EXPECT_EQ(FormatEndpoint("::1", 49388), "[::1]:49388");
+  EXPECT_EQ(FormatEndpoint("2001:db8::1", 51234), "[2001:db8::1]:51234");
+  EXPECT_EQ(FormatEndpoint("::ffff:192.0.2.7", 110), "[::ffff:192.0.2.7]:110");
+  EXPECT_EQ(FormatEndpoint("fe80::1%eth0", 0), "[fe80::1%eth0]:0");
+}
+
+TEST(ConfigAddress, FormatEndpointReadsBackAsTheSameAddress) {
+  // What popgate writes is what its config reads: an admin can paste a logged address.
+  for (const char* text : {"[::1]:110", "[fe80::1%eth0]:995", "192.0.2.7:65535", "h.example:1"}) {
+    const Config config = ParseArgs({"--upstream", text});
+    EXPECT_EQ(FormatEndpoint(config.upstream.address.host, config.upstream.address.port), text);
+  }
+}
+
 TEST(ConfigAddress, Malformed) {
   EXPECT_EQ(ArgsError({"--upstream", "::1:110"}),
             "--upstream: expected HOST:PORT, got \"::1:110\" (put an IPv6 address in brackets: "
