@@ -14,7 +14,7 @@ namespace {
 constexpr std::string_view kSharedObjectPrefix = "so:";
 
 // The keys every [[plugin]] table may have, whatever the plugin; the rest is its own.
-filter::ChainEntry CommonSettings(filter::Options& options) {
+filter::ChainEntry CommonSettings(const filter::Options& options) {
   filter::ChainEntry entry;
   std::string on_error = filter::OptionString(options, "on_error", "pass");
   if (on_error == "tempfail") {
@@ -24,9 +24,21 @@ filter::ChainEntry CommonSettings(filter::Options& options) {
                                 "\"");
   }
   entry.timeout = std::chrono::seconds(filter::OptionInteger(options, "timeout", 30, 1, 3600));
-  options.erase("on_error");
-  options.erase("timeout");
+  // Both stay in the options: a plugin may bound its own work by the same timeout
+  // (spam_tag's spamd call), and CheckKnownOptions accepts them everywhere.
   return entry;
+}
+
+// An error about one option ("max_size: expected ...") is reported at that option's line
+// ("popgate.toml:14: plugin[1].max_size: expected ..."); any other at the plugin's table.
+std::string WhereOf(const config::PluginSpec& spec, std::string_view error,
+                    const std::string& table_where) {
+  std::size_t colon = error.find(": ");
+  if (colon != std::string_view::npos) {
+    auto it = spec.option_where.find(error.substr(0, colon));
+    if (it != spec.option_where.end()) return it->second + std::string(error.substr(colon));
+  }
+  return table_where + ": " + std::string(error);
 }
 
 }  // namespace
@@ -62,11 +74,10 @@ filter::FilterChain ChainFromConfig(const config::Config& config, filter::LogFn 
     filter::Options options = spec.options;
     try {
       filter::ChainEntry entry = CommonSettings(options);
-      // The plugin's own timeout option, if it has one, is its own; the chain's is kept.
       entry.factory = build(options);
       entries.push_back(std::move(entry));
     } catch (const std::invalid_argument& e) {
-      throw std::invalid_argument(where + ": " + e.what());
+      throw std::invalid_argument(WhereOf(spec, e.what(), where));
     }
   }
   return filter::FilterChain(std::move(entries), std::move(log));

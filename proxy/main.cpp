@@ -88,7 +88,7 @@ int main(int argc, char** argv) {
       quarantine = std::make_unique<quarantine::MaildirQuarantine>(
           config.quarantine_path, [](std::string_view line) { spdlog::warn("{}", line); });
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "popgate: %s\n", e.what());
+      std::fprintf(stderr, "popgate: %s: %s\n", config.quarantine_where.c_str(), e.what());
       return kExitConfig;
     }
   }

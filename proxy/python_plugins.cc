@@ -50,6 +50,8 @@ PythonLoader PythonLoaderFor(bindings::PythonRuntime& runtime) {
     filter::Options own = options;
     std::string class_name = filter::OptionString(own, "class", "");
     own.erase("class");
+    // The chain's: configure() gets the plugin's own options only (DESIGN.md).
+    for (auto key : filter::kCommonOptionKeys) own.erase(std::string(key));
     return runtime.Load(spec.use, ResolvedUse(spec), class_name, own);
   };
 }

@@ -73,7 +73,7 @@ std::shared_ptr<filter::PluginFactory> MakeSpamTagFactory(const filter::Options&
   settings->client.connect_timeout =
       std::min(settings->client.connect_timeout, settings->client.timeout);
   settings->subject_prefix = OptionString(options, "subject_prefix", "");
-  CheckKnownOptions(options, {"spamd", "max_size", "timeout", "subject_prefix"});
+  CheckKnownOptions(options, {"spamd", "max_size", "subject_prefix"});
   return filter::MakeFactory("spam_tag", [settings]() -> std::unique_ptr<filter::Plugin> {
     return std::make_unique<SpamTag>(settings);
   });

@@ -306,6 +306,7 @@ struct Draft {
   std::string ca_file_where;
   std::string server_name_where;
   std::string spool_dir_where = "limits.spool_dir (default)";
+  std::string filter_memory_where = "limits.filter_memory (default)";
 };
 
 // ------------------------------------------------------------------------------- TOML file
@@ -495,6 +496,9 @@ Listener ReadListener(const TableReader& table) {
   }
   if (auto key = table.String("key")) listener.key_file = ParseFileName(*key, table.Where("key"));
   CheckListenerTls(listener, "tls", table.Where("cert"), table.Where("key"));
+  listener.address_where = table.Where("address");
+  listener.cert_where = table.Where("cert");
+  listener.key_where = table.Where("key");
   return listener;
 }
 
@@ -515,6 +519,7 @@ void ReadUpstream(const TableReader& table, Draft& draft) {
   if (auto ca_file = table.String("ca_file")) {
     draft.ca_file_where = table.Where("ca_file");
     upstream.ca_file = ParseFileName(*ca_file, draft.ca_file_where);
+    upstream.ca_file_where = draft.ca_file_where;
   }
 }
 
@@ -525,7 +530,9 @@ PluginSpec ReadPlugin(const TableReader& table) {
   plugin.use = ParsePluginSpec(table.RequireString("use"), table.Where("use"));
   plugin.origin = table.Origin();
   for (const auto& [key, value] : table.table()) {
-    if (key.str() != "use") plugin.options.emplace(key.str(), ToOptionValue(value));
+    if (key.str() == "use") continue;
+    plugin.options.emplace(key.str(), ToOptionValue(value));
+    plugin.option_where.emplace(key.str(), table.Where(key.str()));
   }
   return plugin;
 }
@@ -550,7 +557,10 @@ void ReadLimits(const TableReader& table, Limits& limits, Draft& draft) {
     limits.max_upstream_line = *n;
   }
   if (auto n = table.Integer("max_auth_line", kAuthLineRange)) limits.max_auth_line = *n;
-  if (auto n = table.Integer("filter_memory", kFilterSizeRange)) limits.filter_memory = *n;
+  if (auto n = table.Integer("filter_memory", kFilterSizeRange)) {
+    limits.filter_memory = *n;
+    draft.filter_memory_where = table.Where("filter_memory");
+  }
   if (auto n = table.Integer("max_filter_size", kFilterSizeRange)) limits.max_filter_size = *n;
   if (auto dir = table.String("spool_dir")) {
     draft.spool_dir_where = table.Where("spool_dir");
@@ -561,6 +571,7 @@ void ReadLimits(const TableReader& table, Limits& limits, Draft& draft) {
 void ReadQuarantine(const TableReader& table, Config& config) {
   table.OnlyKeys({"path"});
   config.quarantine_path = ParseFileName(table.RequireString("path"), table.Where("path"));
+  config.quarantine_where = table.Where("path");
 }
 
 void AddPassThrough(std::string name, std::vector<std::string>& commands) {
@@ -798,6 +809,7 @@ void ApplyTimeoutAndLimitFlags(const Flags& flags, Draft& draft) {
   if (flags.filter_memory) {
     config.limits.filter_memory =
         ParseIntegerFlag(*flags.filter_memory, kFilterSizeRange, "--filter-memory");
+    draft.filter_memory_where = "--filter-memory";
   }
   if (flags.spool_dir) {
     draft.spool_dir_where = "--spool-dir";
@@ -823,7 +835,7 @@ void ApplyFlags(const Flags& flags, Draft& draft) {
   if (!flags.plugins.empty()) {
     config.plugins.clear();
     for (const std::string& spec : flags.plugins) {
-      config.plugins.push_back(PluginSpec{ParsePluginSpec(spec, "--plugin"), {}, "--plugin"});
+      config.plugins.push_back(PluginSpec{ParsePluginSpec(spec, "--plugin"), {}, "--plugin", {}});
     }
   }
   if (flags.threads) config.threads = ParseIntegerFlag(*flags.threads, kThreadsRange, "--threads");
@@ -850,6 +862,31 @@ bool IsWritableDirectory(const std::string& path) {
          ::access(path.c_str(), W_OK | X_OK) == 0;
 }
 
+// A listener binds to an address, so its host must be one (a name would be resolved to
+// whichever address came first); two listeners on one address can never both bind.
+void CheckListenAddresses(const std::vector<Listener>& listeners) {
+  std::vector<std::pair<std::string, std::uint16_t>> seen;
+  for (const Listener& listener : listeners) {
+    unsigned char bytes[16];
+    const std::string& host = listener.address.host;
+    bool v4 = ::inet_pton(AF_INET, host.c_str(), bytes) == 1;
+    bool v6 = !v4 && ::inet_pton(AF_INET6, host.c_str(), bytes) == 1;
+    if (!v4 && !v6) {
+      Fail(listener.address_where, Quoted(host) +
+                                       " is not an IP address (a listener binds to "
+                                       "an address: 127.0.0.1, 0.0.0.0, [::1], [::])");
+    }
+    if (listener.address.port == 0) continue;  // the kernel picks: never the same
+    std::pair<std::string, std::uint16_t> key(
+        std::string(reinterpret_cast<char*>(bytes), v4 ? 4 : 16), listener.address.port);
+    if (std::ranges::find(seen, key) != seen.end()) {
+      Fail(listener.address_where,
+           FormatEndpoint(host, listener.address.port) + " is already a listener above");
+    }
+    seen.push_back(std::move(key));
+  }
+}
+
 // Checks that span settings which may come from the file or the flags, then fills defaults.
 Config Finish(Draft draft) {
   Config& config = draft.config;
@@ -870,6 +907,13 @@ Config Finish(Draft draft) {
          Quoted(config.limits.spool_dir) + " is not a directory popgate can write to");
   }
   if (config.listeners.empty()) config.listeners.push_back(DefaultListener());
+  CheckListenAddresses(config.listeners);
+  if (config.limits.filter_memory > config.limits.max_filter_size) {
+    Fail(draft.filter_memory_where,
+         std::to_string(config.limits.filter_memory) + " is above max_filter_size (" +
+             std::to_string(config.limits.max_filter_size) +
+             "): no message larger than that is filtered, so that much is never held");
+  }
   return std::move(draft.config);
 }
 

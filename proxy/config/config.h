@@ -33,6 +33,9 @@ struct Listener {
   TlsMode tls = TlsMode::kNone;
   std::string cert_file;  // required when tls != none
   std::string key_file;
+  // Where each came from, for errors found after parsing (a certificate that doesn't load,
+  // an address already in use): "FILE:LINE: listen[1].cert", or the flag.
+  std::string address_where = "--listen", cert_where = "--cert", key_where = "--key";
 };
 
 struct Upstream {
@@ -41,6 +44,7 @@ struct Upstream {
   bool verify = true;       // verify chain and host name; --upstream-insecure clears it
   std::string ca_file;      // empty: the system trust store
   std::string server_name;  // empty: the host of `address`
+  std::string ca_file_where = "--upstream-ca";  // for an error loading it
 };
 
 // One [[plugin]] table or --plugin SPEC. Plugins are not built yet (issue 4); the
@@ -49,6 +53,9 @@ struct PluginSpec {
   std::string use;          // "spam_tag", "x.py", "python:pkg.mod", ...
   filter::Options options;  // every other key, with its TOML type
   std::string origin;       // "FILE:LINE" or "--plugin", for errors
+  // "FILE:LINE: plugin[1].KEY" for each option: an error the plugin reports about an
+  // option names the option's own line.
+  std::map<std::string, std::string, std::less<>> option_where;
 };
 
 struct Timeouts {
@@ -90,6 +97,7 @@ struct Config {
   std::vector<std::string> pass_through_commands;
   // [quarantine] path: the Maildir for originals a plugin withholds; empty: not set.
   std::string quarantine_path;
+  std::string quarantine_where = "quarantine.path";  // "FILE:LINE: quarantine.path"
 };
 
 // A configuration that cannot be used. what() is one line naming where and what:

@@ -46,6 +46,7 @@ struct ChainSession::Slot {
   std::string name;  // the factory's
   PluginTraits traits;
   std::shared_ptr<Plugin> instance;
+  std::shared_ptr<OutageLog> outages;
   bool unavailable = false;  // Create failed: the session runs without it
   bool started = false;      // SessionStart was called on `instance`
 };
@@ -141,6 +142,7 @@ ChainSession::ChainSession(const std::vector<ChainEntry>& entries,
     slot.factory = entry.factory;
     slot.on_error = entry.on_error;
     slot.timeout = entry.timeout;
+    slot.outages = entry.outages;
     slot.name = std::string(entry.factory->name());
     slot.traits = i < traits.size() ? traits[i] : PluginTraits{};
     slots_.push_back(std::move(slot));
@@ -170,6 +172,7 @@ void ChainSession::Call(Slot& slot, std::shared_ptr<HookCall> call,
     call->session = &info_;
     std::optional<std::string> error = RunHook(*plugin, *call);
     if (error) return next({CallStatus::kException, Printable(*error), elapsed()});
+    NoteSuccess(slot);
     return next({CallStatus::kOk, {}, elapsed()});
   }
 
@@ -185,6 +188,7 @@ void ChainSession::Call(Slot& slot, std::shared_ptr<HookCall> call,
       slots_[index].instance.reset();
       slots_[index].started = false;
     }
+    if (status == CallStatus::kOk) NoteSuccess(slots_[index]);
     next({status, status == CallStatus::kException ? Printable(error) : std::string(), elapsed()});
   };
   // Exactly once, whatever the executor or plugin does wrong.
@@ -235,7 +239,13 @@ void ChainSession::LogFailure(const Slot& slot, std::string_view where, const Ca
     line += "; ";
     line += consequence;
   }
-  Log(line);
+  if (!slot.outages) return Log(line);
+  if (auto now = slot.outages->Failed(std::move(line))) Log(*now);
+}
+
+void ChainSession::NoteSuccess(const Slot& slot) const {
+  if (!slot.outages) return;
+  if (auto line = slot.outages->Succeeded()) Log(*line);
 }
 
 bool ChainSession::MakeInstance(Slot& slot) {
@@ -628,8 +638,10 @@ void ChainSession::ReportMessage(const MessageContext& context, const mail::Mess
 
 FilterChain::FilterChain(std::vector<ChainEntry> entries, LogFn log)
     : entries_(std::move(entries)), log_(std::move(log)) {
-  for (const ChainEntry& entry : entries_) {
+  for (ChainEntry& entry : entries_) {
     if (!entry.factory) throw std::invalid_argument("filter chain entry without a plugin");
+    if (!entry.outages)
+      entry.outages = std::make_shared<OutageLog>(std::string(entry.factory->name()));
     if (entry.timeout <= std::chrono::milliseconds::zero()) {
       throw std::invalid_argument("plugin " + std::string(entry.factory->name()) +
                                   ": timeout must be positive");

@@ -33,6 +33,7 @@
 #include <string_view>
 #include <vector>
 
+#include "filter/outage_log.h"
 #include "filter/plugin.h"
 #include "mail/message.h"
 #include "pop3/command.h"
@@ -45,6 +46,8 @@ struct ChainEntry {
   std::shared_ptr<const PluginFactory> factory;
   ErrorPolicy on_error = ErrorPolicy::kPass;
   std::chrono::milliseconds timeout = std::chrono::seconds(30);
+  // Its failures, logged once per outage; FilterChain makes one if this is null.
+  std::shared_ptr<OutageLog> outages = nullptr;
 };
 
 // Where the chain's lines go (plugin failures), one line per call, no line ending.
@@ -165,6 +168,8 @@ class ChainSession {
   // once the session is ending: the operation then completes at once, doing nothing.
   bool Begin();
   void Finished();
+  // A call that worked ends its plugin's outage, if there was one (OutageLog).
+  void NoteSuccess(const Slot& slot) const;
   void LogFailure(const Slot& slot, std::string_view where, const CallResult& result,
                   std::string_view consequence);
   void Log(std::string_view line) const;

@@ -55,6 +55,8 @@ class OptionValue {
 
 using Options = std::map<std::string, OptionValue, std::less<>>;
 
+inline constexpr std::string_view kCommonOptionKeys[] = {"timeout", "on_error"};
+
 // Typed reads, each with the value to use when the key is absent.
 std::string OptionString(const Options& options, std::string_view key, std::string fallback);
 std::int64_t OptionInteger(const Options& options, std::string_view key, std::int64_t fallback,
@@ -65,7 +67,8 @@ double OptionNumber(const Options& options, std::string_view key, double fallbac
 std::vector<std::string> OptionStrings(const Options& options, std::string_view key,
                                        std::vector<std::string> fallback);
 
-// Throws on the first key not in `known`.
+// Throws on the first key not in `known` and not one of the keys every [[plugin]] table may
+// have (kCommonOptionKeys: the chain reads them, and a plugin may too).
 void CheckKnownOptions(const Options& options, std::initializer_list<std::string_view> known);
 
 // Definitions: inline, so shared-object plugins carry their own copy.
@@ -209,6 +212,7 @@ inline void CheckKnownOptions(const Options& options,
   for (const auto& [key, value] : options) {
     bool found = false;
     for (auto name : known) found = found || name == key;
+    for (auto name : kCommonOptionKeys) found = found || name == key;
     if (!found) throw std::invalid_argument(key + ": unknown option");
   }
 }

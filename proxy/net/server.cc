@@ -59,7 +59,9 @@ void Server::Start() {
     }
   }
   ResolveUpstream();
-  for (const auto& listener : config_.listeners) Listen(listener);
+  for (const auto& listener : config_.listeners) listening_.push_back(Prepare(listener));
+  for (auto& listening : listening_) Bind(*listening);
+  for (const auto& listening : listening_) Announce(*listening);
   const auto& up = config_.upstream;
   spdlog::info("upstream {} tls={}{}", config::FormatEndpoint(up.address.host, up.address.port),
                config::ToString(up.tls),
@@ -87,32 +89,43 @@ void Server::ResolveUpstream() {
   }
 }
 
-void Server::Listen(const config::Listener& listener) {
+std::unique_ptr<Server::Listening> Server::Prepare(const config::Listener& listener) {
   auto listening = std::make_unique<Listening>();
   if (listener.tls != config::TlsMode::kNone) listening->tls = MakeServerContext(listener);
   listening->context = ListenerContext{&listener, listening->tls.get(),
                                        [this](const asio::ip::address& a) { return IsTrusted(a); }};
-
   error_code ec;
   auto address = asio::ip::make_address(listener.address.host, ec);
-  if (ec) {
-    throw std::runtime_error("listen address " + listener.address.host + ": " + ec.message());
+  if (ec) {  // the config checked it is an address; kept for a config made another way
+    throw std::runtime_error(listener.address_where + ": " + listener.address.host + ": " +
+                             ec.message());
   }
-  tcp::endpoint endpoint(address, listener.address.port);
+  listening->endpoint = tcp::endpoint(address, listener.address.port);
+  return listening;
+}
+
+void Server::Bind(Listening& listening) {
   auto acceptor = std::make_unique<tcp::acceptor>(io_);
-  acceptor->open(endpoint.protocol());
-  acceptor->set_option(tcp::acceptor::reuse_address(true));
-  acceptor->bind(endpoint, ec);
-  if (ec) throw std::runtime_error("cannot listen on " + ToString(endpoint) + ": " + ec.message());
-  acceptor->listen(kListenBacklog);
-  spdlog::info("listening on {} tls={}", ToString(acceptor->local_endpoint()),
-               config::ToString(listener.tls));
-  if (listener.tls == config::TlsMode::kNone && !address.is_loopback()) {
-    spdlog::warn("listener {} is plaintext only: passwords cross the network in the clear",
-                 ToString(acceptor->local_endpoint()));
+  error_code ec;
+  acceptor->open(listening.endpoint.protocol(), ec);
+  if (!ec) acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) acceptor->bind(listening.endpoint, ec);
+  if (!ec) acceptor->listen(kListenBacklog, ec);
+  if (ec) {
+    throw std::runtime_error(listening.context.listener->address_where + ": cannot listen on " +
+                             ToString(listening.endpoint) + ": " + ec.message());
   }
-  listening->acceptor = std::move(acceptor);
-  listening_.push_back(std::move(listening));
+  listening.acceptor = std::move(acceptor);
+}
+
+void Server::Announce(const Listening& listening) const {
+  const config::Listener& listener = *listening.context.listener;
+  tcp::endpoint bound = listening.acceptor->local_endpoint();
+  spdlog::info("listening on {} tls={}", ToString(bound), config::ToString(listener.tls));
+  if (listener.tls == config::TlsMode::kNone && !bound.address().is_loopback()) {
+    spdlog::warn("listener {} is plaintext only: passwords cross the network in the clear",
+                 ToString(bound));
+  }
 }
 
 bool Server::IsTrusted(const asio::ip::address& address) const {

@@ -38,8 +38,10 @@ class Server {
  public:
   Server(IoPool& io, const config::Config& config, FilterContext filters = {});
 
-  // Resolves the upstream, binds every listener and starts accepting. Throws
-  // std::runtime_error with a one-line reason when that fails.
+  // Resolves the upstream, loads every listener's certificate and key, then binds every
+  // listener, and only then announces them and starts accepting: a bad setting of any
+  // listener stops start-up before a socket is bound. Throws std::runtime_error with a
+  // one-line reason ("FILE:LINE: listen[2].cert: ...") when that fails.
   void Start();
   // Stops accepting; calls `done` once every session has ended or the drain timeout
   // has passed (remaining sessions are then closed).
@@ -52,10 +54,13 @@ class Server {
     std::unique_ptr<tcp::acceptor> acceptor;
     std::unique_ptr<ssl::context> tls;
     ListenerContext context;
+    tcp::endpoint endpoint;
   };
 
   void ResolveUpstream();
-  void Listen(const config::Listener& listener);
+  std::unique_ptr<Listening> Prepare(const config::Listener& listener);
+  void Bind(Listening& listening);
+  void Announce(const Listening& listening) const;
   bool IsTrusted(const asio::ip::address& address) const;
   asio::awaitable<void> Accept(Listening& listening);
   asio::awaitable<void> Refuse(tcp::socket socket, ssl::context* implicit_tls);

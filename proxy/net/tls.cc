@@ -62,14 +62,15 @@ std::unique_ptr<ssl::context> MakeServerContext(const config::Listener& listener
   auto context = std::make_unique<ssl::context>(ssl::context::tls_server);
   SecureDefaults(*context);
   SSL_CTX* ctx = context->native_handle();
+  // Errors name the setting's own file:line:key, like every other configuration error.
   Require(SSL_CTX_use_certificate_chain_file(ctx, listener.cert_file.c_str()) == 1,
-          "cert " + listener.cert_file);
+          listener.cert_where + ": cannot load a certificate chain from " + listener.cert_file);
   Require(SSL_CTX_use_PrivateKey_file(ctx, listener.key_file.c_str(), SSL_FILETYPE_PEM) == 1,
-          "key " + listener.key_file);
+          listener.key_where + ": cannot load a private key from " + listener.key_file);
   if (SSL_CTX_check_private_key(ctx) != 1) {
     ERR_clear_error();
-    throw std::runtime_error("key " + listener.key_file + " does not match cert " +
-                             listener.cert_file);
+    throw std::runtime_error(listener.key_where + ": " + listener.key_file +
+                             " is not the key of the certificate " + listener.cert_file);
   }
   SSL_CTX_set_alpn_select_cb(ctx, SelectAlpn, nullptr);
   return context;
@@ -86,7 +87,7 @@ std::unique_ptr<ssl::context> MakeClientContext(const config::Upstream& upstream
   SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
   if (!upstream.ca_file.empty()) {
     Require(SSL_CTX_load_verify_locations(ctx, upstream.ca_file.c_str(), nullptr) == 1,
-            "upstream ca_file " + upstream.ca_file);
+            upstream.ca_file_where + ": cannot load CA certificates from " + upstream.ca_file);
   } else {
     Require(SSL_CTX_set_default_verify_paths(ctx) == 1, "system trust store");
   }

@@ -46,16 +46,6 @@ void MakeDirectory(const std::string& path, const std::string& dir) {
 }
 
 // mkdir -p, every directory made 0700.
-void MakeDirectories(const std::string& path) {
-  if (path.empty()) FailPath(path, path, ENOENT);
-  for (std::size_t slash = path.find('/', 1); slash != std::string::npos;
-       slash = path.find('/', slash + 1)) {
-    if (path[slash - 1] == '/') continue;  // "a//b"
-    MakeDirectory(path, path.substr(0, slash));
-  }
-  MakeDirectory(path, path);
-}
-
 // The host name as Maildir names and Message-IDs may hold it: [A-Za-z0-9-] runs joined by
 // single dots (a dot-atom, RFC 5322 §3.2.3), other bytes as '_', at most 64 bytes.
 const std::string& HostPart() {
@@ -277,7 +267,9 @@ std::string SafeId(std::string_view id) {
 
 MaildirQuarantine::MaildirQuarantine(std::string path, WarnFn warn)
     : path_(std::move(path)), log_path_(path_ + "/quarantine.log"), warn_(std::move(warn)) {
-  MakeDirectories(path_);
+  // Only the Maildir itself is made: a parent that does not exist is a mistyped path, and
+  // making it would hide the mistake until someone looks for the quarantined mail.
+  MakeDirectory(path_, path_);
   for (const char* sub : {"tmp", "new", "cur"}) MakeDirectory(path_, path_ + "/" + sub);
   // Fail at start-up, not at the first reject.
   for (const char* sub : {"tmp", "new"}) {

@@ -97,8 +97,22 @@ class QuarantineTest : public ::testing::Test {
 
 // --- Storing ---------------------------------------------------------------------------------
 
+TEST_F(QuarantineTest, AMissingParentIsAnErrorNotCreated) {
+  // A typo in the path must not make a new tree somewhere: the parent must exist.
+  fs::path missing = root_ / "typo" / "quarantine";
+  try {
+    MaildirQuarantine quarantine(missing.string());
+    FAIL() << "no error";
+  } catch (const std::runtime_error& error) {
+    EXPECT_NE(std::string(error.what()).find("No such file or directory"), std::string::npos)
+        << error.what();
+  }
+  EXPECT_FALSE(fs::exists(root_ / "typo"));
+}
+
 TEST_F(QuarantineTest, CreatesTheMaildirWithPrivateModes) {
   fs::path nested = root_ / "a" / "b" / "quarantine";
+  fs::create_directories(nested.parent_path());
   MaildirQuarantine quarantine(nested.string());
   EXPECT_EQ(quarantine.path(), nested.string());
   for (const fs::path& dir : {nested, nested / "tmp", nested / "new", nested / "cur"}) {
