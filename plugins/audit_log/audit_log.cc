@@ -19,7 +19,6 @@
 #include <system_error>
 #include <utility>
 
-
 namespace popgate::plugins {
 namespace {
 
@@ -29,6 +28,7 @@ using SteadyClock = std::chrono::steady_clock;
 constexpr std::int64_t kDefaultMaxSize = std::int64_t{100} << 20;  // 100 MiB
 constexpr std::int64_t kDefaultKeep = 5;
 constexpr std::int64_t kMaxKeep = 1000;
+constexpr std::uint64_t kMinMaxSize = 1024;
 // RFC 5322 §2.1.1's line limit: bounds what a sender can make us write per field.
 constexpr std::size_t kMaxHeaderValue = 998;
 // How often to ask whether `path` is still the file we have open (logrotate's move).
@@ -50,6 +50,12 @@ Settings ParseOptions(const filter::Options& options) {
   if (settings.path.empty()) throw std::invalid_argument("path: must not be empty");
   settings.max_size = static_cast<std::uint64_t>(OptionInteger(
       options, "max_size", kDefaultMaxSize, 0, std::numeric_limits<std::int64_t>::max()));
+  // A file smaller than a few records would rotate on nearly every line.
+  if (settings.max_size != 0 && settings.max_size < kMinMaxSize) {
+    throw std::invalid_argument("max_size: " + std::to_string(settings.max_size) +
+                                " bytes is smaller than a few records; at least " +
+                                std::to_string(kMinMaxSize) + ", or 0 to never rotate by size");
+  }
   settings.keep =
       static_cast<std::uint64_t>(OptionInteger(options, "keep", kDefaultKeep, 0, kMaxKeep));
   return settings;

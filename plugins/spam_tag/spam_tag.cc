@@ -8,6 +8,9 @@
 namespace popgate::plugins {
 namespace {
 
+// Leaves room for "Subject: " and a few characters of the subject on a 998-octet line.
+constexpr std::size_t kMaxSubjectPrefix = 200;
+
 struct Settings {
   spamd::ClientOptions client;
   std::string subject_prefix;
@@ -72,7 +75,20 @@ std::shared_ptr<filter::PluginFactory> MakeSpamTagFactory(const filter::Options&
   settings->client.timeout = std::chrono::seconds(OptionInteger(options, "timeout", 30, 1, 3600));
   settings->client.connect_timeout =
       std::min(settings->client.connect_timeout, settings->client.timeout);
+  if (std::string problem = spamd::AddressProblem(settings->client.address); !problem.empty()) {
+    throw std::invalid_argument("spamd: \"" + settings->client.address + "\": " + problem);
+  }
   settings->subject_prefix = OptionString(options, "subject_prefix", "");
+  // The prefixed Subject must still fit a header line (RFC 5322: 998 octets), and the
+  // prefix must not end the line or start another field.
+  if (settings->subject_prefix.size() > kMaxSubjectPrefix) {
+    throw std::invalid_argument(
+        "subject_prefix: " + std::to_string(settings->subject_prefix.size()) + " bytes, at most " +
+        std::to_string(kMaxSubjectPrefix));
+  }
+  if (settings->subject_prefix.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos) {
+    throw std::invalid_argument("subject_prefix: must not contain CR, LF or NUL");
+  }
   CheckKnownOptions(options, {"spamd", "max_size", "subject_prefix"});
   return filter::MakeFactory("spam_tag", [settings]() -> std::unique_ptr<filter::Plugin> {
     return std::make_unique<SpamTag>(settings);

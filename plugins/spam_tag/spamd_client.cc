@@ -4,6 +4,7 @@
 #include <netdb.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -755,6 +756,17 @@ Result Ping(const ClientOptions& options) {
     return ErrorResult(Error::kProtocol, "expected PONG, got '" + Printable(status) + "'");
   }
   return Result{};
+}
+
+std::string AddressProblem(std::string_view address) {
+  Endpoint ep;
+  std::string why;
+  if (!ParseEndpoint(address, ep, why)) return why;
+  if (!ep.is_unix) return "";
+  struct stat info {};
+  if (::stat(ep.path.c_str(), &info) != 0) return ep.path + ": " + ErrnoText(errno);
+  if (!S_ISSOCK(info.st_mode)) return ep.path + " is not a socket";
+  return "";
 }
 
 }  // namespace popgate::spamd

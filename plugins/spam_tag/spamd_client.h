@@ -106,6 +106,12 @@ Result Check(const ClientOptions& options, std::string_view message);
 // Sends PING (protocol 1.5) and expects PONG. Result::ok() when spamd answered.
 Result Ping(const ClientOptions& options);
 
+// What is wrong with `address` as a spamd address ("" when it is usable): its form
+// (host:port with a port from 1 to 65535, [v6]:port, or an absolute unix socket path),
+// and for a unix socket that it exists and is a socket. Whether spamd answers there is a
+// matter for each check (a down spamd follows on_error), not for start-up.
+std::string AddressProblem(std::string_view address);
+
 // ---------------------------------------------------------------- building blocks
 // Public for tests and for callers that bring their own transport.
 

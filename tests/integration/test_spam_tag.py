@@ -140,3 +140,24 @@ def test_unknown_plugin_stops_start_up(tmp_path, mailstore):
     assert run.returncode == 2
     assert "bad.toml:3" in run.stderr and "no_such_plugin" in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
+
+
+def test_an_outage_is_logged_once_and_its_end_once(tmp_path, spamd, mailstore):
+    """spamd down: the first failure is logged, the rest counted; when spamd answers
+    again one line says so. Not one warning per message (issue 11.3)."""
+    with start_popgate(tmp_path, mailstore.address, spamd.address, 'on_error = "pass"\n') as pg:
+        assert b"x-spam-status" in headers(fetch_all(pg.port)[1])  # spamd answers
+        spamd.stop()
+        try:
+            for _ in range(3):
+                assert len(fetch_all(pg.port)) == 3  # 9 messages, untagged, none lost
+        finally:
+            spamd.start()
+        failing = pg.log
+        fetched = fetch_all(pg.port)
+        pg.wait_for_log(r"spam_tag works again after 9 failed calls")
+        log = pg.log
+    assert failing.count("plugin spam_tag failed") == 1, failing
+    assert "further failures of spam_tag are counted" in failing
+    assert b"x-spam-status" in headers(fetched[1])
+    assert log.count("spam_tag works again after") == 1

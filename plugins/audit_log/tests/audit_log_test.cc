@@ -409,12 +409,12 @@ TEST_F(AuditLogTest, RotatesBySizeAndKeepsAtMostKeep) {
 }
 
 TEST_F(AuditLogTest, KeepZeroStartsAfreshWithoutCopies) {
-  filter::FilterChain chain = Chain(Options({{"max_size", 1000}, {"keep", 0}}));
+  filter::FilterChain chain = Chain(Options({{"max_size", 1024}, {"keep", 0}}));
   filter::ChainSession session = Started(chain);
   for (std::uint64_t n = 1; n <= 10; ++n) Deliver(session, Retr(n));
 
   EXPECT_FALSE(fs::exists(path_ + ".1"));
-  EXPECT_LE(fs::file_size(path_), 1000u);
+  EXPECT_LE(fs::file_size(path_), 1024u);
   std::vector<Json> records = Records(path_);
   ASSERT_FALSE(records.empty());
   EXPECT_EQ(records.back()["number"], 10);
@@ -593,6 +593,9 @@ TEST_F(AuditLogTest, BadSizesAreNamed) {
   EXPECT_EQ(BuildError(Options({{"keep", "5"}})).rfind("keep: expected an integer", 0), 0u);
   EXPECT_EQ(BuildError(Options({{"keep", 1001}})).rfind("keep: expected an integer", 0), 0u);
   EXPECT_EQ(BuildError(Options({{"keep", 1000}, {"max_size", 0}})), "");
+  EXPECT_EQ(BuildError(Options({{"max_size", 100}})).rfind("max_size: 100 bytes is smaller", 0),
+            0u);
+  EXPECT_EQ(BuildError(Options({{"max_size", 1024}})), "");
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
@@ -742,6 +743,33 @@ TEST(SpamdClientTest, Ping) {
 
   auto bad = FakeSpamd::Tcp([](int fd, FakeSpamd&) { FakeSpamd::Send(fd, "+OK POP3 ready\r\n"); });
   EXPECT_EQ(Ping(Options(bad->address())).error, Error::kProtocol);
+}
+
+TEST(SpamdAddressTest, TheFormIsCheckedAtStartUp) {
+  EXPECT_EQ(AddressProblem("127.0.0.1:783"), "");
+  EXPECT_EQ(AddressProblem("[::1]:783"), "");
+  EXPECT_EQ(AddressProblem("spamd.example.org"), "");  // the default port
+  EXPECT_NE(AddressProblem(""), "");
+  EXPECT_NE(AddressProblem("127.0.0.1:99999"), "");
+  EXPECT_NE(AddressProblem("127.0.0.1:0"), "");
+  EXPECT_NE(AddressProblem("127.0.0.1:http"), "");
+  EXPECT_NE(AddressProblem("[::1:783"), "");
+  EXPECT_NE(AddressProblem("/nonexistent/spamd.sock").find("No such file"), std::string::npos);
+  // A socket that exists is fine, whether or not spamd listens on it.
+  std::string path = "/tmp/popgate_spamd_address_test_" + std::to_string(::getpid());
+  std::FILE* plain = std::fopen(path.c_str(), "w");
+  ASSERT_NE(plain, nullptr);
+  std::fclose(plain);
+  EXPECT_NE(AddressProblem(path).find("is not a socket"), std::string::npos);
+  ::unlink(path.c_str());
+  int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  EXPECT_EQ(AddressProblem(path), "");
+  ::close(fd);
+  ::unlink(path.c_str());
 }
 
 }  // namespace
