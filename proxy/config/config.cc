@@ -908,6 +908,12 @@ Config Finish(Draft draft) {
   }
   if (config.listeners.empty()) config.listeners.push_back(DefaultListener());
   CheckListenAddresses(config.listeners);
+  // Above max_filter_size, filter_memory could never be used. The default simply follows a
+  // smaller max_filter_size; a value set so is a mistake.
+  if (config.limits.filter_memory > config.limits.max_filter_size &&
+      draft.filter_memory_where == Draft{}.filter_memory_where) {
+    config.limits.filter_memory = config.limits.max_filter_size;
+  }
   if (config.limits.filter_memory > config.limits.max_filter_size) {
     Fail(draft.filter_memory_where,
          std::to_string(config.limits.filter_memory) + " is above max_filter_size (" +

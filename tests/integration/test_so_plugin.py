@@ -152,7 +152,8 @@ def test_bad_option_stops_start_up(tmp_path, mailstore):
     config, line = write_config(tmp_path, mailstore.address, f'use = "so:{so}"\ncolour = "red"')
     r = run_refused(["-c", str(config)])
     assert r.returncode == 2, r.stderr
-    assert r.stderr == f"popgate: {config}:{line}: plugin so:{so}: colour: unknown option\n"
+    # Named at the option's own line (the one after `use`), not only the table's.
+    assert r.stderr == f"popgate: {config}:{line + 2}: plugin[0].colour: unknown option\n"
 
 
 def some_library() -> str:

@@ -811,3 +811,31 @@ TEST(TrustedNetworks, BadNetworksNameTheirPlace) {
 
 }  // namespace
 }  // namespace popgate::config
+
+namespace popgate::config {
+namespace {
+
+TEST(ConfigLimits, FilterMemoryFollowsASmallerMaxFilterSizeUnlessSetAboveIt) {
+  const Config config =
+      ParseToml("[limits]\nmax_filter_size = 1000000\n" + std::string(kUpstream), "p.toml");
+  EXPECT_EQ(config.limits.filter_memory, 1000000u);
+  EXPECT_EQ(TomlError("[limits]\nfilter_memory = 2000000\nmax_filter_size = 1000000\n"),
+            "p.toml:2: limits.filter_memory: 2000000 is above max_filter_size (1000000): no "
+            "message larger than that is filtered, so that much is never held");
+}
+
+TEST(ConfigListeners, AHostThatIsNotAnAddressAndTheSameAddressTwiceAreRefused) {
+  EXPECT_EQ(TomlError("[[listen]]\naddress = \"1270.0.1:110\"\n"),
+            "p.toml:2: listen[0].address: \"1270.0.1\" is not an IP address (a listener binds "
+            "to an address: 127.0.0.1, 0.0.0.0, [::1], [::])");
+  EXPECT_EQ(TomlError("[[listen]]\naddress = \"127.0.0.1:110\"\n[[listen]]\naddress = "
+                      "\"127.0.0.1:110\"\n"),
+            "p.toml:4: listen[1].address: 127.0.0.1:110 is already a listener above");
+  // Port 0 is the kernel's choice: never the same twice.
+  EXPECT_EQ(TomlError("[[listen]]\naddress = \"127.0.0.1:0\"\n[[listen]]\naddress = "
+                      "\"127.0.0.1:0\"\n"),
+            "(no ConfigError)");
+}
+
+}  // namespace
+}  // namespace popgate::config
