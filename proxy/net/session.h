@@ -23,6 +23,8 @@
 
 #include "config/config.h"
 #include "filter/chain.h"
+#include "filter/message_filter.h"
+#include "filter/message_filter.h"
 #include "mail/shared_bytes.h"
 #include "net/asio.h"
 #include "net/filtering.h"
@@ -38,10 +40,11 @@ class HeldContent;
 namespace popgate::net {
 
 class SessionRegistry;
-struct FilterOutcome;  // what the filter chain made of a message (session_filter.cc)
+// What the filter chain made of a message (filter/message_filter.h).
+using FilterOutcome = filter::MessageOutcome;
 // Work for the chain that ends by calling its argument with the outcome, on the session's
 // thread (session_filter.cc).
-using FilterJob = std::function<void(std::function<void(FilterOutcome)> done)>;
+using FilterJob = filter::OutcomeJob;
 
 // What a session needs of its listener, shared by all the listener's sessions.
 struct ListenerContext {

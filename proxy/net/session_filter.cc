@@ -1,5 +1,6 @@
 #include <spdlog/spdlog.h>
 
+#include "filter/message_filter.h"
 #include "mail/message.h"
 #include "net/log_text.h"
 #include "net/session.h"
@@ -101,123 +102,18 @@ asio::awaitable<T> AwaitCompletion(std::shared_ptr<Completion<T>> completion, Ex
 
 }  // namespace
 
-// What the chain made of one message, as the session needs it.
-struct FilterOutcome {
-  filter::Verdict verdict = filter::Verdict::kPass;
-  std::string reason;
-  std::string decided_by;
-  std::string quarantine_id;
-  // What the client gets on pass or reject: `head` (stuffed lines: an edited header
-  // block, a replacement, a notice), then `body`, canonical content stuffed on the way out.
-  // `body` is a view of what the MessageJob holds (the original, or the plugins'
-  // message), so a large message is never copied whole to be sent.
-  std::string head;
-  std::string_view body;
-};
-
 namespace {
-
-// One message's trip through the chain: built on the session's thread, then used on the
-// chain's strand only. Shared, so a reject can go back for the quarantine.
-struct MessageJob {
-  std::shared_ptr<filter::ChainSession> chain;
-  filter::MessageContext context;
-  std::string user;
-  mail::SharedBytes original;              // content, as received
-  std::optional<std::uint64_t> top_lines;  // TOP widened: cut the result to these
-  std::optional<mail::Message> message;
-  filter::MessageReport report;
-};
-
-// The content to send for TOP widened to the whole message: what the client asked for.
-std::string_view CutForTop(std::string_view content, const std::optional<std::uint64_t>& lines) {
-  return lines ? content.substr(0, pop3::TopLength(content, *lines)) : content;
-}
-
-// What the session sends for the chain's verdict on the job's message.
-FilterOutcome OutcomeOf(MessageJob& job) {
-  FilterOutcome out;
-  out.verdict = job.report.result.verdict;
-  out.reason = job.report.result.reason;
-  out.decided_by = job.report.decided_by;
-  if (out.verdict == filter::Verdict::kPass) {
-    if (!job.message->modified()) {
-      out.body = CutForTop(job.original.view(), job.top_lines);
-    } else {
-      auto parts = job.message->parts();
-      pop3::StuffLines(parts.headers, out.head);
-      pop3::StuffLines(parts.separator, out.head);
-      // A change to the header block moves where TOP's lines start: cut the body itself.
-      std::string_view body = parts.body;
-      if (job.top_lines) body = body.substr(0, pop3::FirstLinesLength(body, *job.top_lines));
-      if (job.original.contains(body)) {
-        out.body = body;  // as received: decoded, so canonical
-      } else {
-        pop3::StuffLines(body, out.head);  // a plugin's: any line ends
-      }
-    }
-  }
-  return out;
-}
-
-// Runs the message hooks, then for anything but a reject (the quarantine comes first) the
-// report hooks; `done` with the outcome, on the session's thread.
-FilterJob MessageHooksJob(std::shared_ptr<MessageJob> job) {
-  return [job = std::move(job)](std::function<void(FilterOutcome)> done) {
-    job->chain->info().user = job->user;
-    job->message.emplace(job->original, job->context.partial);
-    job->chain->RunMessageAsync(
-        job->context, *job->message, [job, done](filter::MessageReport report) {
-          job->report = std::move(report);
-          FilterOutcome out = OutcomeOf(*job);
-          if (out.verdict == filter::Verdict::kReject) return done(std::move(out));
-          job->report.size_out = out.verdict == filter::Verdict::kPass ? job->message->size() : 0;
-          job->chain->ReportMessageAsync(job->context, *job->message, job->report,
-                                         [job, done, out = std::move(out)] { done(out); });
-        });
-  };
-}
-
-// A reject: stores the original, then makes the notice the client gets instead. Without
-// a quarantine, or if storing fails, the message is withheld as a temporary failure: the
-// upstream still has it, so nothing is lost.
-FilterOutcome QuarantineRejected(MessageJob& job, FilterOutcome out,
-                                 quarantine::MaildirQuarantine* store, std::uint64_t session_id,
-                                 const std::string& client) {
-  if (store == nullptr) {
-    out.verdict = filter::Verdict::kTempFail;
-    out.reason = "rejected, but no [quarantine] path is configured: " + out.reason;
-  } else {
-    try {
-      quarantine::Entry entry{job.original.view(), session_id, job.user, client,
-                              out.decided_by,      out.reason};
-      out.quarantine_id = store->Store(entry);
-      mail::Message original(job.original);
-      std::string notice =
-          quarantine::RejectNotice(original, out.quarantine_id, out.decided_by, out.reason);
-      out.head = Stuffed(CutForTop(notice, job.top_lines));
-      job.report.quarantine_id = out.quarantine_id;
-      job.report.size_out = notice.size();
-    } catch (const std::exception& e) {
-      out.verdict = filter::Verdict::kTempFail;
-      out.reason = "quarantine failed (" + std::string(e.what()) + "): " + out.reason;
-      out.quarantine_id.clear();
-    }
-  }
-  if (out.verdict == filter::Verdict::kTempFail) job.report.size_out = 0;
-  return out;
-}
 
 // The quarantine's part of a reject, as a job for AwaitFilter: the store's blocking writes
 // on `pool`, then, back on the session's thread, the report hooks.
 template <typename Pool, typename Executor>
-FilterJob QuarantineJob(std::shared_ptr<MessageJob> job, FilterOutcome out,
+FilterJob QuarantineJob(std::shared_ptr<filter::MessageJob> job, FilterOutcome out,
                         quarantine::MaildirQuarantine* store, std::uint64_t session_id,
                         std::string client, Pool pool, Executor session) {
   return [job = std::move(job), out = std::move(out), store, session_id, client = std::move(client),
           pool, session](std::function<void(FilterOutcome)> done) {
     asio::post(pool, [job, out, store, session_id, client, session, done] {
-      FilterOutcome stored = QuarantineRejected(*job, out, store, session_id, client);
+      FilterOutcome stored = filter::QuarantineRejected(*job, out, store, session_id, client);
       asio::post(session, [job, done, stored = std::move(stored)] {
         job->chain->ReportMessageAsync(job->context, *job->message, job->report,
                                        [job, done, stored] { done(stored); });
@@ -415,7 +311,7 @@ asio::awaitable<bool> Session::RelayWholeFiltered(const Pending& pending, std::s
     co_return co_await StreamRest(decoder, false, command.keyword);
   }
 
-  auto job = std::make_shared<MessageJob>();
+  auto job = std::make_shared<filter::MessageJob>();
   job->chain = chain_;
   job->context.command = command.keyword;
   job->context.number = std::stoull(command.args[0]);
@@ -426,7 +322,7 @@ asio::awaitable<bool> Session::RelayWholeFiltered(const Pending& pending, std::s
   keepalive.content = job->original.view();
 
   chain_->info().client_tls = client_.is_tls();
-  FilterJob run_hooks = MessageHooksJob(job);
+  FilterJob run_hooks = filter::MessageHooksJob(job);
   auto outcome = co_await AwaitFilter(std::move(run_hooks), keepalive);
   if (!outcome) {
     co_return false;
@@ -481,7 +377,7 @@ asio::awaitable<bool> Session::RelayHeadersFiltered(const Pending& pending,
   // A message without a blank line is all header block.
   const std::size_t head_size = header_end.value_or(wire().size());
 
-  auto job = std::make_shared<MessageJob>();
+  auto job = std::make_shared<filter::MessageJob>();
   job->chain = chain_;
   job->context.command = command.keyword;
   job->context.number = std::stoull(command.args[0]);
@@ -491,7 +387,7 @@ asio::awaitable<bool> Session::RelayHeadersFiltered(const Pending& pending,
   keepalive.content = job->original.view();
 
   chain_->info().client_tls = client_.is_tls();
-  FilterJob run_hooks = MessageHooksJob(job);
+  FilterJob run_hooks = filter::MessageHooksJob(job);
   auto outcome = co_await AwaitFilter(std::move(run_hooks), keepalive);
   if (!outcome) {
     co_return false;
