@@ -161,3 +161,25 @@ def test_an_outage_is_logged_once_and_its_end_once(tmp_path, spamd, mailstore):
     assert "further failures of spam_tag are counted" in failing
     assert b"x-spam-status" in headers(fetched[1])
     assert log.count("spam_tag works again after") == 1
+
+
+def test_the_spamd_call_is_bounded_by_the_plugins_timeout(tmp_path, mailstore):
+    """A spamd that accepts and never answers (a fake: a real one can't stall on demand).
+    With timeout = 2 the spamd call gives up by itself within the 2 s, with its own error,
+    instead of running on for 30 s behind the chain's back."""
+    import socket
+    import time
+    with socket.socket() as stall:
+        stall.bind(("127.0.0.1", 0))
+        stall.listen(16)
+        address = "127.0.0.1:%d" % stall.getsockname()[1]
+        with start_popgate(tmp_path, mailstore.address, address,
+                           'on_error = "pass"\ntimeout = 2\n') as pg:
+            began = time.monotonic()
+            messages = fetch_all(pg.port)
+            took = time.monotonic() - began
+            log = pg.log
+    assert len(messages) == 3
+    assert took < 3 * 2.5, took  # three messages, each given up within its 2 s
+    assert "plugin spam_tag failed in RETR 1: spamd " + address + ": timeout" in log, log
+    assert "timed out (2000 ms)" not in log, log
