@@ -175,7 +175,9 @@ asio::awaitable<void> Server::Accept(Listening& listening) {
 }
 
 asio::awaitable<void> Server::Refuse(tcp::socket socket, ssl::context* implicit_tls) {
-  spdlog::warn("max_sessions ({}) reached: refusing a client", config_.limits.max_sessions);
+  // A burst over the limit refuses every client alike: one line per interval, with a count.
+  WarnRateLimited("max-sessions", fmt::format("max_sessions ({}) reached: refusing a client",
+                                              config_.limits.max_sessions));
   static const std::string kReply = "-ERR [SYS/TEMP] Too many connections, try again later\r\n";
   Stream stream(std::move(socket));
   // A POP3S port never speaks plaintext: the refusal goes over TLS, within a bound.
