@@ -5,6 +5,9 @@
 #include <functional>
 #include <stdexcept>
 
+#include "net/fd_limit.h"
+#include "net/log_text.h"
+#include "net/rate_limited_log.h"
 #include "net/session.h"
 #include "net/stream.h"
 
@@ -58,6 +61,7 @@ void Server::Start() {
       trusted_v6_.push_back(asio::ip::make_network_v6(cidr));
     }
   }
+  CheckDescriptorLimit(config_.limits.max_sessions);
   ResolveUpstream();
   for (const auto& listener : config_.listeners) listening_.push_back(Prepare(listener));
   for (auto& listening : listening_) Bind(*listening);
@@ -156,8 +160,13 @@ asio::awaitable<void> Server::Accept(Listening& listening) {
         co_await acceptor.async_accept(asio::make_strand(pool_.Next()), Capture(ec));
     if (ec) {
       if (stopping_ || ec == asio::error::operation_aborted) break;
-      // EMFILE and friends: log, pause briefly, go on (the listener must survive).
-      spdlog::warn("accept failed: {}", ec.message());
+      // EMFILE and friends: log, pause briefly, go on (the listener must survive). The
+      // client waits in the backlog meanwhile, so this repeats every pause while it
+      // lasts: one line per interval, with a count.
+      error_code ignored;
+      const std::string where = ToString(acceptor.local_endpoint(ignored));
+      WarnRateLimited("accept:" + where + ":" + ec.message(),
+                      fmt::format("cannot accept a client on {}: {}", where, DescribeError(ec)));
       asio::steady_timer pause(io_, std::chrono::milliseconds(100));
       co_await pause.async_wait(Capture(ec));
       continue;
@@ -179,7 +188,9 @@ asio::awaitable<void> Server::Accept(Listening& listening) {
 }
 
 asio::awaitable<void> Server::Refuse(tcp::socket socket, ssl::context* implicit_tls) {
-  spdlog::warn("max_sessions ({}) reached: refusing a client", config_.limits.max_sessions);
+  // A burst over the limit refuses every client alike: one line per interval, with a count.
+  WarnRateLimited("max-sessions", fmt::format("max_sessions ({}) reached: refusing a client",
+                                              config_.limits.max_sessions));
   static const std::string kReply = "-ERR [SYS/TEMP] Too many connections, try again later\r\n";
   Stream stream(std::move(socket));
   // A POP3S port never speaks plaintext: the refusal goes over TLS, within a bound.

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "net/log_text.h"
+#include "net/rate_limited_log.h"
 #include "net/server.h"
 #include "net/session_internal.h"
 #include "pop3/response.h"
@@ -18,6 +19,10 @@ std::string Endpoint(const tcp::socket& socket) {
   error_code ec;
   auto ep = socket.remote_endpoint(ec);
   if (ec) return "?";
+  return config::FormatEndpoint(ep.address().to_string(), ep.port());
+}
+
+std::string Endpoint(const tcp::endpoint& ep) {
   return config::FormatEndpoint(ep.address().to_string(), ep.port());
 }
 
@@ -51,6 +56,8 @@ const char* ToString(EndReason reason) {
       return "filter-unavailable";
     case EndReason::kFilterLate:
       return "filter-late";
+    case EndReason::kNoResources:
+      return "no-resources";
   }
   return "?";
 }
@@ -155,6 +162,7 @@ asio::awaitable<void> Session::Run() {
   if (!co_await ConnectUpstream()) {
     const char* reply = end_reason_ == EndReason::kUpstreamTimeout ? kUpstreamTimedOut
                         : end_reason_ == EndReason::kUpstreamTls   ? kUpstreamTlsFailed
+                        : end_reason_ == EndReason::kNoResources   ? kNoResources
                                                                    : kUpstreamUnavailable;
     co_await WriteClient(reply);
     End(EndReason::kUpstreamUnavailable);
@@ -214,14 +222,34 @@ asio::awaitable<void> Session::Run() {
 
 asio::awaitable<bool> Session::ConnectUpstream() {
   SetUpstreamDeadline(Clock::now() + config_.timeouts.upstream);
-  error_code ec;
-  co_await asio::async_connect(upstream_.socket(), upstream_context_.endpoints, Capture(ec));
+  // Each address in turn, the socket opened here: asio's range connect reports a socket
+  // it could not open (EMFILE) as "Operation canceled", which hid the cause.
+  error_code ec = asio::error::host_not_found;
+  std::string tried;
+  tcp::socket& socket = upstream_.socket();
+  for (const tcp::endpoint& endpoint : upstream_context_.endpoints) {
+    error_code ignored;
+    socket.close(ignored);
+    tried = Endpoint(endpoint);
+    socket.open(endpoint.protocol(), ec);
+    if (ec) break;  // no descriptor for this address: none for the next either
+    co_await socket.async_connect(endpoint, Capture(ec));
+    if (!ec || end_reason_) break;
+  }
   SetUpstreamDeadline(Clock::time_point::max());
-  if (ec) {
-    if (!end_reason_) {
-      spdlog::warn("session {} cannot connect upstream: {}", id_, ec.message());
+  if (ec || ended_) {
+    if (end_reason_ == EndReason::kUpstreamTimeout) {
+      spdlog::warn("session {} cannot connect upstream {}: timed out after {}s", id_, tried,
+                   config_.timeouts.upstream.count());
+    } else if (end_reason_) {
+      spdlog::info("session {} upstream connect abandoned: {}", id_, ToString(*end_reason_));
     } else {
-      spdlog::warn("session {} upstream connect: {}", id_, ToString(*end_reason_));
+      if (IsResourceExhaustion(ec)) end_reason_ = EndReason::kNoResources;
+      // While the upstream is down, or descriptors run out, every session fails alike:
+      // one line per interval, with a count.
+      WarnRateLimited(
+          "upstream-connect:" + tried + ":" + ec.message(),
+          fmt::format("session {} cannot connect upstream {}: {}", id_, tried, DescribeError(ec)));
     }
     co_return false;
   }
@@ -293,11 +321,31 @@ asio::awaitable<bool> Session::WriteClient(std::string_view bytes) {
   error_code ec;
   co_await client_.Write(bytes, ec);
   if (ec) {
-    End(EndReason::kClientClosed);
+    ClientFailed(ec);
     co_return false;
   }
   bytes_to_client_ += bytes.size();
   co_return true;
+}
+
+std::string Session::During() const {
+  if (pending_.empty() || !pending_.front().command || pending_.front().internal) return {};
+  return " during " + pending_.front().command->keyword + " response";
+}
+
+void Session::ClientFailed(const error_code& ec) {
+  // Once the session has ended, a failing client operation is its consequence, not news;
+  // operation_aborted is popgate's own cancel (idle timeout, shutdown), said elsewhere.
+  if (!ended_ && ec != asio::error::operation_aborted) {
+    if (IsResourceExhaustion(ec)) {
+      spdlog::warn("session {} client connection failed{}: {}", id_, During(), DescribeError(ec));
+    } else if (std::string during = During(); !during.empty()) {
+      spdlog::info("session {} client closed the connection{}: {}", id_, during, DescribeError(ec));
+    } else {
+      spdlog::debug("session {} client closed the connection: {}", id_, DescribeError(ec));
+    }
+  }
+  End(EndReason::kClientClosed);
 }
 
 }  // namespace popgate::net

@@ -75,7 +75,8 @@ enum class EndReason {
   kStopped,      // popgate is shutting down
   kClientError,
   kFilterUnavailable,  // a plugin with on_error = tempfail could not start
-  kFilterLate,  // the chain withheld or changed a message after keep-alive bytes had gone out
+  kFilterLate,   // the chain withheld or changed a message after keep-alive bytes had gone out
+  kNoResources,  // popgate itself ran out of descriptors or memory (EMFILE): neither peer's doing
 };
 
 const char* ToString(EndReason reason);
@@ -210,6 +211,12 @@ class Session : public std::enable_shared_from_this<Session> {
   void Notify();
   asio::awaitable<void> WaitForNotify();
   void End(EndReason reason);
+  // The client connection failed with `ec` (reset, broken pipe): logs that the client
+  // closed it, naming the response being relayed, and ends the session. The upstream
+  // read this cuts short then fails too, but is not logged as the upstream's failure.
+  void ClientFailed(const error_code& ec);
+  // " during RETR response" while a client command's response is owed, else "".
+  std::string During() const;
 
   Stream client_;
   Stream upstream_;

@@ -43,8 +43,10 @@ asio::awaitable<std::optional<pop3::LineReader::Line>> Session::ReadClientLine()
         while (!pending_.empty() && !ended_) {
           co_await WaitForNotify();
         }
+        End(EndReason::kClientClosed);
+      } else {
+        ClientFailed(ec);  // reset (the client is gone), or popgate's own cancel
       }
-      End(EndReason::kClientClosed);
       co_return std::nullopt;
     }
     bytes_from_client_ += n;

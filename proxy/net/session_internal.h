@@ -19,6 +19,9 @@ inline constexpr const char* kUpstreamInvalid =
     "-ERR [SYS/TEMP] Upstream server sent an invalid response\r\n";
 inline constexpr const char* kUpstreamClosed =
     "-ERR [SYS/TEMP] Upstream server closed the connection\r\n";
+// popgate's own trouble (out of descriptors) is not the upstream's: the client is told so.
+inline constexpr const char* kNoResources =
+    "-ERR [SYS/TEMP] Proxy out of resources, try again later\r\n";
 inline constexpr const char* kUpstreamTlsFailed = "-ERR [SYS/TEMP] Upstream TLS failed\r\n";
 inline constexpr const char* kIdleReply = "-ERR Disconnected for inactivity\r\n";
 inline constexpr const char* kLineTooLong = "-ERR Line too long\r\n";

@@ -199,9 +199,11 @@ asio::awaitable<std::optional<pop3::MultiLineDecoder::Progress>> Session::Decode
   std::string_view chunk = co_await upstream_.ReadSome(ec);
   SetUpstreamDeadline(Clock::time_point::max());
   if (ec) {
-    if (!during.empty()) {
+    // An ended session closed the upstream socket itself (the client went away, and said
+    // so, or popgate is stopping): this read's "Operation canceled" is not the upstream's.
+    if (!during.empty() && !ended_) {
       spdlog::warn("session {} upstream failed during {} response: {}", id_, during,
-                   end_reason_ == EndReason::kUpstreamTimeout ? "timeout" : ec.message());
+                   end_reason_ == EndReason::kUpstreamTimeout ? "timeout" : DescribeError(ec));
     }
     co_await FailUpstreamRead();
     co_return std::nullopt;

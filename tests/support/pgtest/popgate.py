@@ -47,9 +47,10 @@ class Popgate:
     @classmethod
     def start(cls, args: list[str], *, binary: str | os.PathLike | None = None,
               listen: str = "127.0.0.1:0", timeout: float = 10.0,
-              env: dict | None = None) -> "Popgate":
+              env: dict | None = None, preexec_fn=None) -> "Popgate":
         """Run popgate with `--listen LISTEN` (unless args has --listen) plus
-        `args`; wait for its `listening on HOST:PORT` line."""
+        `args`; wait for its `listening on HOST:PORT` line. `preexec_fn` runs in
+        the child before popgate starts (e.g. to lower its RLIMIT_NOFILE)."""
         exe = Path(binary) if binary else popgate_bin()
         if not exe.exists():
             raise PopgateError(f"popgate binary not found at {exe} (set POPGATE_BIN or build it)")
@@ -58,7 +59,7 @@ class Popgate:
             argv += ["--listen", listen]
         argv += list(args)
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, env=env)
+                                stderr=subprocess.PIPE, env=env, preexec_fn=preexec_fn)
         pg = cls(proc, argv)
         if not pg._listening.wait(timeout):
             pg.kill()
