@@ -44,6 +44,8 @@ std::string WhereOf(const config::PluginSpec& spec, std::string_view error,
 }  // namespace
 
 bool IsPythonPlugin(std::string_view use) {
+  // "so:/x/y.py" names a shared object, however odd its name.
+  if (use.starts_with(kSharedObjectPrefix)) return false;
   return use.starts_with("python:") || use.ends_with(".py");
 }
 

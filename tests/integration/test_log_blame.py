@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import resource
 import socket
@@ -111,6 +112,11 @@ def test_soft_limit_is_raised_to_the_hard_one_when_it_helps(dovecot, popgate_bin
         assert pg.stop() == 0
 
 
+# Under ASan popgate is several times slower and holds more descriptors of its own, so
+# the race this test sets up (new clients every 50 ms against a 100 ms accept retry)
+# plays out differently; the plain build runs it.
+@pytest.mark.skipif("LSAN_OPTIONS" in os.environ,
+                    reason="timing-dependent descriptor exhaustion: run in the plain build")
 def test_out_of_descriptors_says_so(dovecot, popgate_binary):
     """32 descriptors, soft and hard, so the limit cannot be raised, and a
     max_sessions far beyond it: a start-up warning; then clients until descriptors
