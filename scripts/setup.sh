@@ -15,6 +15,7 @@ packages=(
   dovecot-core dovecot-pop3d
   curl fetchmail getmail6 mpop openssl
   spamassassin spamc spamd
+  rspamd clamav-daemon clamav
   stunnel4 nginx-light libnginx-mod-mail
   procps psmisc
 )
