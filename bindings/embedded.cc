@@ -161,10 +161,13 @@ void DefineRuntimeTypes(py::module_& m) {
     }
     return specs;
   });
-  m.def("_reloaded", [](std::size_t position, int index, const std::string& needs,
-                        const std::vector<std::string>& hooks) {
-    if (embedded_runtime != nullptr) embedded_runtime->Reloaded(position, index, needs, hooks);
-  });
+  m.def("_reloaded",
+        [](std::size_t position, int index, const std::string& needs,
+           const std::vector<std::string>& hooks, const std::vector<std::string>& async_hooks) {
+          if (embedded_runtime != nullptr) {
+            embedded_runtime->Reloaded(position, index, needs, hooks, async_hooks);
+          }
+        });
   m.def("_log", [](int level, const std::string& line) {
     if (embedded_runtime != nullptr) embedded_runtime->Log(level, line);
   });

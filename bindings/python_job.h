@@ -3,6 +3,7 @@
 // (PythonRuntime) and the Python thread that carries it out (the embedded module's _Job).
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -26,6 +27,11 @@ struct PythonJob {
   double timeout_seconds = 30;
   std::uint64_t session_id = 0;
   filter::CallDone done;
+  // What must outlive the call (the session's life in Python, python_plugin.cc): dropped
+  // with the job, wherever its last reference goes.
+  std::shared_ptr<const void> owner;
+  bool sync = false;  // a sync hook: run on SyncHookThreads, not on the asyncio loop
+  std::chrono::steady_clock::time_point deadline;  // a sync hook's; set by SyncHookThreads
 
   // The call ends once: with its answer, its failure or its timeout, whichever comes
   // first. False if it had ended already.

@@ -50,22 +50,31 @@ filter::Hooks HooksOf(const PythonPluginInfo& info) {
 
 namespace {
 
+// One session's life in Python for one plugin: its Session object (and session.data)
+// lives there until this goes, which is when the session is over for the plugin *and* its
+// last call has ended (every job holds it): a forget can't overtake a call still queued
+// for a sync thread, nor a retire (done(), the old code dropped) a call on the old code.
+struct SessionInPython {
+  SessionInPython(PythonRuntime& r, std::shared_ptr<const PythonPluginFactory::Generation> c,
+                  std::uint64_t id)
+      : runtime(r), code(std::move(c)), session_id(id) {}
+  ~SessionInPython() {
+    auto job = std::make_shared<PythonJob>();
+    job->kind = PythonJob::Kind::kForget;
+    job->plugin = code->info.index;
+    job->session_id = session_id;
+    runtime.Submit(std::move(job));  // takes no GIL: fine from any thread
+  }
+  PythonRuntime& runtime;
+  std::shared_ptr<const PythonPluginFactory::Generation> code;
+  std::uint64_t session_id;
+};
+
 class PythonPlugin final : public filter::Plugin {
  public:
   PythonPlugin(PythonRuntime& runtime, std::shared_ptr<const PythonPluginFactory::Generation> code,
                filter::PluginTraits traits)
       : runtime_(runtime), code_(std::move(code)), traits_(traits) {}
-
-  // Its Session object (and session.data) lives in Python until the session is over for
-  // this instance. Sent from whatever thread drops it; Submit takes no GIL.
-  ~PythonPlugin() override {
-    if (!touched_python_) return;
-    auto job = std::make_shared<PythonJob>();
-    job->kind = PythonJob::Kind::kForget;
-    job->plugin = code_->info.index;
-    job->session_id = session_id_;
-    runtime_.Submit(std::move(job));
-  }
 
   std::string_view name() const override { return code_->info.name; }
   filter::Needs needs() const override { return traits_.needs; }
@@ -78,14 +87,17 @@ class PythonPlugin final : public filter::Plugin {
     // SessionStart and SessionEnd come as a pair: a plugin may define only one of them
     // (and code loaded by a reload may lack a hook the chain knows of).
     if (!code_->info.hooks.contains(hook)) return done(filter::CallStatus::kOk, {});
-    touched_python_ = true;
-    session_id_ = call->session->id;
+    if (!in_python_) {
+      in_python_ = std::make_shared<SessionInPython>(runtime_, code_, call->session->id);
+    }
     auto job = std::make_shared<PythonJob>();
     job->plugin = code_->info.index;
     job->hook = hook;
+    job->sync = !code_->info.async_hooks.contains(hook);
     job->call = std::move(call);
     job->timeout_seconds = std::chrono::duration<double>(timeout).count();
-    job->session_id = session_id_;
+    job->session_id = in_python_->session_id;
+    job->owner = in_python_;
     job->done = std::move(done);
     runtime_.Submit(std::move(job));
   }
@@ -94,8 +106,7 @@ class PythonPlugin final : public filter::Plugin {
   PythonRuntime& runtime_;
   std::shared_ptr<const PythonPluginFactory::Generation> code_;
   filter::PluginTraits traits_;
-  bool touched_python_ = false;
-  std::uint64_t session_id_ = 0;
+  std::shared_ptr<SessionInPython> in_python_;  // from the first call on
 };
 
 }  // namespace

@@ -21,7 +21,8 @@ struct PythonPluginInfo {
   std::string name;  // for logs and reports: the `use` of its [[plugin]] table
   int index = 0;     // the runtime's handle for the Python object
   filter::Needs needs = filter::Needs::kWholeMessage;
-  std::set<std::string> hooks;  // the Python hook names it defines
+  std::set<std::string> hooks;        // the Python hook names it defines
+  std::set<std::string> async_hooks;  // those of them that are `async def`
 };
 
 class PythonPluginFactory final : public filter::PluginFactory {

@@ -15,6 +15,7 @@
 #include "bindings/option_values.h"
 #include "bindings/python_job.h"
 #include "bindings/python_plugin.h"
+#include "bindings/sync_hook_threads.h"
 
 namespace py = pybind11;
 
@@ -28,8 +29,10 @@ struct PythonRuntime::State {
   std::mutex mutex;
   std::deque<std::shared_ptr<PythonJob>> queue;
   std::thread loop;
-  py::object runtime;                   // popgate._runtime.Runtime; GIL only
-  PyThreadState* main_state = nullptr;  // the main thread's, while it has released the GIL
+  py::object runtime;                     // popgate._runtime.Runtime; GIL only
+  py::object call_sync;                   // its call_sync, for SyncHookThreads; GIL only
+  std::unique_ptr<SyncHookThreads> sync;  // sync hooks' threads, from Run on
+  PyThreadState* main_state = nullptr;    // the main thread's, while it has released the GIL
   bool running = false;
   bool stopped = false;
   // Every plugin loaded, in order, for reloads. Written at start-up only.
@@ -75,7 +78,8 @@ PythonRuntime::PythonRuntime(Settings settings)
   try {
     AddPackagePath();
     py::module_ runtime = py::module_::import("popgate._runtime");
-    state_->runtime = runtime.attr("Runtime")(settings_.sync_threads);
+    state_->runtime = runtime.attr("Runtime")();
+    state_->call_sync = state_->runtime.attr("call_sync");
   } catch (py::error_already_set& e) {
     std::string what = e.what();
     throw PythonPluginError("cannot start Python: " + what);
@@ -107,6 +111,7 @@ std::shared_ptr<filter::PluginFactory> PythonRuntime::Load(const std::string& na
   info.needs = loaded[1].cast<std::string>() == "headers" ? filter::Needs::kHeaders
                                                           : filter::Needs::kWholeMessage;
   for (py::handle hook : loaded[2]) info.hooks.insert(hook.cast<std::string>());
+  for (py::handle hook : loaded[3]) info.async_hooks.insert(hook.cast<std::string>());
   auto factory = std::make_shared<PythonPluginFactory>(*this, std::move(info));
   state_->loaded.push_back({{use, class_name, options}, factory});
   return factory;
@@ -125,13 +130,15 @@ std::vector<PythonRuntime::ReloadSpec> PythonRuntime::ReloadSpecs() const {
 }
 
 void PythonRuntime::Reloaded(std::size_t position, int index, const std::string& needs,
-                             const std::vector<std::string>& hooks) {
+                             const std::vector<std::string>& hooks,
+                             const std::vector<std::string>& async_hooks) {
   if (position >= state_->loaded.size()) return;
   PythonPluginFactory& factory = *state_->loaded[position].factory;
   PythonPluginInfo info;
   info.index = index;
   info.needs = needs == "headers" ? filter::Needs::kHeaders : filter::Needs::kWholeMessage;
   info.hooks.insert(hooks.begin(), hooks.end());
+  info.async_hooks.insert(async_hooks.begin(), async_hooks.end());
   const filter::PluginTraits now{info.needs, HooksOf(info), filter::Execution::kAsync};
   const filter::PluginTraits before = factory.traits();
   if (now.needs != before.needs || now.hooks.session != before.hooks.session ||
@@ -147,6 +154,21 @@ void PythonRuntime::Reloaded(std::size_t position, int index, const std::string&
 void PythonRuntime::Run() {
   if (state_->running) return;
   state_->running = true;
+  state_->sync = std::make_unique<SyncHookThreads>(
+      settings_.sync_threads,
+      [this](const std::shared_ptr<PythonJob>& job) {  // a worker, GIL held
+        try {
+          state_->call_sync(job);
+        } catch (py::error_already_set& e) {  // call_sync answers for the hook; this is worse
+          std::string what = e.what();
+          if (!job->Claim() || !job->done) return;
+          py::gil_scoped_release release;
+          std::exchange(job->done, {})(filter::CallStatus::kException, what);
+        }
+      },
+      [](PythonJob& job) {  // the watchdog, no GIL
+        if (job.Claim() && job.done) std::exchange(job.done, {})(filter::CallStatus::kTimeout, {});
+      });
   py::object runtime = state_->runtime;
   const int fd = state_->wake_fd;
   state_->loop = std::thread([this, runtime, fd] {
@@ -162,6 +184,11 @@ void PythonRuntime::Run() {
 }
 
 void PythonRuntime::Submit(std::shared_ptr<PythonJob> job) {
+  if (job->kind == PythonJob::Kind::kHook && job->sync && state_->sync) {
+    const auto timeout = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+        std::chrono::duration<double>(job->timeout_seconds));
+    return state_->sync->Submit(std::move(job), std::chrono::steady_clock::now() + timeout);
+  }
   {
     std::lock_guard lock(state_->mutex);
     if (state_->stopped) {
@@ -190,11 +217,21 @@ std::vector<std::shared_ptr<PythonJob>> PythonRuntime::TakeJobs() {
 
 void PythonRuntime::Stop() {
   if (state_->stopped) return;
+  bool finalize = true;
   if (state_->running) {
     auto stop = std::make_shared<PythonJob>();
     stop->kind = PythonJob::Kind::kStop;
     Submit(stop);
     if (state_->loop.joinable()) state_->loop.join();  // done() ran there
+    // Without the GIL: a worker needs it to end. One stuck in a given-up hook keeps
+    // Python in use, so the interpreter stays up until the process exits.
+    if (!state_->sync->Stop(std::chrono::seconds(1))) {
+      static_cast<void>(state_->sync.release());  // the stuck worker still refers to it
+      finalize = false;
+      Log(2,
+          "a sync Python hook given up after its timeout is still running; Python is "
+          "left as it is at exit");
+    }
     PyEval_RestoreThread(state_->main_state);
     state_->main_state = nullptr;
   }
@@ -208,9 +245,15 @@ void PythonRuntime::Stop() {
       job->done(filter::CallStatus::kException, "the Python runtime has stopped");
     }
   }
+  state_->call_sync = py::object();
   state_->runtime = py::object();
+  if (!finalize) return;
   SetEmbeddedRuntime(nullptr);
   py::finalize_interpreter();
+}
+
+std::size_t PythonRuntime::sync_threads_started() const {
+  return state_->sync ? state_->sync->threads_started() : 0;
 }
 
 void PythonRuntime::Log(int level, std::string_view line) const {

@@ -4,11 +4,11 @@
 //
 //  - The main thread starts the interpreter, loads and configures the plugins, then
 //    releases the GIL for good (Run).
-//  - Hook calls reach Python through a queue: Submit, called on an I/O thread, takes a lock
-//    and writes an eventfd, never the GIL. The asyncio loop thread (popgate/_runtime.py)
-//    takes the calls when the eventfd wakes it: `async def` hooks run on that loop, sync
-//    hooks on a bounded pool of Python threads. Each call ends with its completion, made
-//    without the GIL, which resumes the session on its own thread.
+//  - Hook calls reach Python through a queue: Submit, called on an I/O thread, takes a lock,
+//    never the GIL. `async def` hooks go to the asyncio loop thread (popgate/_runtime.py),
+//    woken by an eventfd; sync hooks to SyncHookThreads, C++ threads that take the GIL
+//    themselves (sync_hook_threads.h). Each call ends with its completion, made without
+//    the GIL, which resumes the session on its own thread.
 //  - Python objects are created and dropped only on Python's threads, with the GIL held.
 //  - Stop, in order: (sessions drained, I/O threads joined by the caller) done() of every
 //    plugin on the loop, the loop thread joined, the plugins dropped, the interpreter
@@ -41,7 +41,8 @@ struct PythonJob;  // one hook call on its way to Python (python_runtime.cc)
 class PythonRuntime {
  public:
   struct Settings {
-    std::size_t sync_threads = 32;  // the pool for sync hooks; at the bound, calls queue
+    std::size_t sync_threads =
+        32;  // sync hooks' threads (SyncHookThreads); at the bound, calls queue
     RuntimeLog log;
   };
 
@@ -82,7 +83,7 @@ class PythonRuntime {
   };
   std::vector<ReloadSpec> ReloadSpecs() const;
   void Reloaded(std::size_t position, int index, const std::string& needs,
-                const std::vector<std::string>& hooks);
+                const std::vector<std::string>& hooks, const std::vector<std::string>& async_hooks);
 
   // For the embedded module (python_runtime.cc): the calls waiting, taken at once.
   std::vector<std::shared_ptr<PythonJob>> TakeJobs();
@@ -90,6 +91,7 @@ class PythonRuntime {
 
   // The threads Python runs hooks on, for tests: the loop, and the sync pool's bound.
   std::size_t sync_threads() const { return settings_.sync_threads; }
+  std::size_t sync_threads_started() const;
 
  private:
   struct State;

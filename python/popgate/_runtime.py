@@ -7,11 +7,12 @@ Threads (STYLE.md, "The GIL, in five rules"):
   write an eventfd, never taking the GIL; the loop reads the fd and takes the calls.
 - ``async def`` hooks run on this loop, each under ``asyncio.wait_for(timeout)``: a call
   past its timeout is cancelled.
-- Sync hooks run on a bounded pool of daemon threads (``sync_threads``). The loop arms a
-  timer for each; when it fires first the call is given up (its thread finishes the hook
-  on its own and its answer is dropped). With every pool thread stuck in a given-up hook,
-  further sync calls wait in the queue and time out there, following ``on_error``: the
-  proxy never starts more threads than the bound.
+- Sync hooks do not come through the loop: popgate's own sync-hook threads (C++, see
+  bindings/sync_hook_threads.h) take the GIL and call ``call_sync``; they watch each
+  call's timeout themselves and give it up there (its thread finishes the hook on its own
+  and its answer is dropped). With every one of those threads stuck in a given-up hook,
+  further sync calls wait and time out, following ``on_error``: popgate never starts more
+  threads than the bound.
 - Each answer (``job.finish_*``) lets go of the GIL and resumes the session on its own
   thread; only the first of an answer, a failure and a timeout counts.
 """
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue
 import threading
 import traceback
 from typing import Any
@@ -50,30 +50,11 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else "error"
 
 
-class _SyncPool:
-    """Daemon threads for sync hooks: bounded, and never joined at exit (a hook stuck in
-    a socket must not keep popgate from stopping)."""
-
-    def __init__(self, size: int) -> None:
-        self._work: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        for number in range(max(1, size)):
-            threading.Thread(target=self._run, name=f"popgate-sync-{number}",
-                             daemon=True).start()
-
-    def submit(self, fn: Any) -> None:
-        self._work.put(fn)
-
-    def _run(self) -> None:
-        while True:
-            self._work.get()()
-
-
 class Runtime:
-    def __init__(self, sync_threads: int) -> None:
+    def __init__(self) -> None:
         self.plugins: list[Any] = []
         self.names: list[str] = []
         self._sessions: dict[tuple[int, int], Any] = {}
-        self._pool = _SyncPool(sync_threads)
         self._loop: asyncio.AbstractEventLoop | None = None
         root = logging.getLogger()
         root.addHandler(_ToPopgateLog())
@@ -82,17 +63,18 @@ class Runtime:
     # -- start-up, on the main thread ------------------------------------------------
 
     def load(self, use: str, class_name: str, options: dict[str, Any]) -> tuple[Any, ...]:
-        """Loads and configures one plugin; (index, needs, hooks). Raises RuntimeError
-        whose text is the traceback of what went wrong."""
+        """Loads and configures one plugin; (index, needs, hooks, async hooks). Raises
+        RuntimeError whose text is the traceback of what went wrong."""
         try:
             plugin = _loader.make_plugin(use, class_name or None, options)
             needs = _loader.needs_of(plugin)
             hooks = sorted(_loader.hooks_of(plugin))
+            async_hooks = [hook for hook in hooks if _loader.is_async(plugin, hook)]
         except BaseException:  # noqa: BLE001 - reported whole, start-up stops
             raise RuntimeError(traceback.format_exc().rstrip()) from None
         self.plugins.append(plugin)
         self.names.append(use)
-        return (len(self.plugins) - 1, needs, hooks)
+        return (len(self.plugins) - 1, needs, hooks, async_hooks)
 
     # -- the loop thread --------------------------------------------------------------
 
@@ -152,6 +134,7 @@ class Runtime:
         return (session,)
 
     def _start(self, job: Any) -> None:
+        """An ``async def`` hook, on the loop (sync ones come to ``call_sync``)."""
         plugin = self.plugins[job.plugin]
         try:
             args = self._arguments(job)
@@ -159,29 +142,18 @@ class Runtime:
         except BaseException:  # noqa: BLE001
             self._failed(job, traceback.format_exc())
             return
-        if _loader.is_async(plugin, job.hook):
-            assert self._loop is not None
-            self._loop.create_task(self._run_async(job, fn, args))
-            return
-        # Given up at the timeout, by the loop, if the pool hasn't answered by then.
         assert self._loop is not None
-        timer = self._loop.call_later(job.timeout, job.fail, "timeout", "")
-        self._pool.submit(lambda: self._run_sync(job, fn, args, timer))
+        self._loop.create_task(self._run_async(job, fn, args))
 
-    def _run_sync(self, job: Any, fn: Any, args: tuple[Any, ...], timer: Any) -> None:
-        if job.ended:  # timed out while it waited for a thread
-            return
+    def call_sync(self, job: Any) -> None:
+        """A sync hook, on one of popgate's sync-hook threads (GIL held). Its timeout is
+        watched in C++: a call given up meanwhile has its answer dropped by the job."""
         try:
-            result = fn(*args)
+            args = self._arguments(job)
+            result = getattr(self.plugins[job.plugin], job.hook)(*args)
             self._answer(job, result, args)
         except BaseException:  # noqa: BLE001
             self._failed(job, traceback.format_exc())
-        finally:
-            if self._loop is not None and not self._loop.is_closed():
-                try:
-                    self._loop.call_soon_threadsafe(timer.cancel)
-                except RuntimeError:  # the loop closed meanwhile
-                    pass
 
     async def _run_async(self, job: Any, fn: Any, args: tuple[Any, ...]) -> None:
         try:
@@ -221,12 +193,12 @@ class Runtime:
         reloaded = 0
         for position, (use, class_name, options) in enumerate(specs):
             try:
-                index, needs, hooks = self.load(use, class_name, options)
+                index, needs, hooks, async_hooks = self.load(use, class_name, options)
             except RuntimeError as failure:
                 _popgate._log(_ERROR, f"python plugin {use}: reload failed, the old code "
                                       f"stays:\n{failure}")
                 continue
-            _popgate._reloaded(position, index, needs, hooks)
+            _popgate._reloaded(position, index, needs, hooks, async_hooks)
             reloaded += 1
         _popgate._log(_INFO, f"python plugins reloaded: {reloaded} of {len(specs)}")
 
@@ -239,8 +211,9 @@ class Runtime:
         if _loader.is_async(plugin, "done"):
             assert self._loop is not None
             self._loop.create_task(self._call_done(index, plugin))
-        else:
-            self._pool.submit(lambda: self._call_done_sync(index, plugin))
+        else:  # off the loop: done() may block
+            threading.Thread(target=self._call_done_sync, args=(index, plugin),
+                             name="popgate-done", daemon=True).start()
 
     async def _call_done(self, index: int, plugin: Any) -> None:
         try:

@@ -55,6 +55,14 @@ class AsyncTagger(popgate.Plugin):
             return popgate.reject("seven")
 
 
+class SyncSleeper(popgate.Plugin):
+    needs = popgate.HEADERS
+
+    def message(self, session, msg):
+        time.sleep(0.6)
+        msg.headers.add("X-Late", "yes")
+
+
 class Sleeper(popgate.Plugin):
     needs = popgate.HEADERS
 
@@ -73,7 +81,7 @@ std::string WritePlugins() {
 
 struct Loaded {
   std::unique_ptr<PythonRuntime> runtime;
-  std::shared_ptr<filter::PluginFactory> sync, async, sleeper;
+  std::shared_ptr<filter::PluginFactory> sync, async, sleeper, sync_sleeper;
   std::mutex log_mutex;
   std::vector<std::string> log;
 };
@@ -95,12 +103,14 @@ class RuntimeEnvironment : public ::testing::Environment {
     loaded->sync = loaded->runtime->Load("sync", file, "SyncTagger", {{"label", "L"}});
     loaded->async = loaded->runtime->Load("async", file, "AsyncTagger", {});
     loaded->sleeper = loaded->runtime->Load("sleeper", file, "Sleeper", {});
+    loaded->sync_sleeper = loaded->runtime->Load("sync_sleeper", file, "SyncSleeper", {});
     loaded->runtime->Run();
   }
   void TearDown() override {
     loaded->sync.reset();
     loaded->async.reset();
     loaded->sleeper.reset();
+    loaded->sync_sleeper.reset();
     loaded->runtime->Stop();
     delete loaded;
   }
@@ -205,6 +215,38 @@ TEST(PythonRuntimeTest, AnAsyncCallPastItsTimeoutIsCancelledAndReported) {
   EXPECT_LT(std::chrono::steady_clock::now() - started, 5s);
 }
 
+TEST(PythonRuntimeTest, SyncCallsPastTheirTimeoutAreGivenUpWithinTheThreadBound) {
+  // Twice as many stuck calls as threads (the bound is 4): the running ones are given up
+  // at their timeout, the queued ones time out in the queue; no thread beyond the bound.
+  constexpr int kCalls = 8;
+  std::vector<std::unique_ptr<filter::Plugin>> plugins;
+  Latch latch(kCalls);
+  std::atomic<int> timeouts{0};
+  auto started = std::chrono::steady_clock::now();
+  for (int i = 0; i < kCalls; ++i) {
+    plugins.push_back(loaded->sync_sleeper->Create());
+    plugins.back()->Begin(MessageCall(static_cast<std::uint64_t>(i + 1)), 200ms,
+                          [&](filter::CallStatus status, std::string) {
+                            if (status == filter::CallStatus::kTimeout) ++timeouts;
+                            latch.CountDown();
+                          });
+  }
+  ASSERT_TRUE(latch.Wait(20s));
+  EXPECT_EQ(timeouts, kCalls);
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 550ms);  // before any sleep ended
+  EXPECT_LE(loaded->runtime->sync_threads_started(), 4u);
+  // The given-up hooks return on their own; then the threads take calls again.
+  Latch after(1);
+  std::atomic<bool> answered{false};
+  auto tagger = loaded->sync->Create();
+  tagger->Begin(MessageCall(99), 10s, [&](filter::CallStatus status, std::string) {
+    answered = status == filter::CallStatus::kOk;
+    after.CountDown();
+  });
+  ASSERT_TRUE(after.Wait(20s));
+  EXPECT_TRUE(answered);
+}
+
 TEST(PythonRuntimeTest, AReloadUnderRunningCallsLosesNoCall) {
   constexpr int kCalls = 200;
   Latch latch(kCalls);
@@ -213,8 +255,12 @@ TEST(PythonRuntimeTest, AReloadUnderRunningCallsLosesNoCall) {
     for (int i = 0; i < kCalls; ++i) {
       auto plugin = loaded->sync->Create();
       plugin->Begin(MessageCall(static_cast<std::uint64_t>(i + 1)), 10s,
-                    [&](filter::CallStatus status, std::string) {
-                      if (status == filter::CallStatus::kOk) ++ok;
+                    [&](filter::CallStatus status, std::string error) {
+                      if (status == filter::CallStatus::kOk) {
+                        ++ok;
+                      } else {
+                        ADD_FAILURE() << "a call failed: " << error;
+                      }
                       latch.CountDown();
                     });
     }
