@@ -3,6 +3,8 @@
 // Everything here runs on Python's threads with the GIL held; each answer lets go of the
 // GIL before it resumes the session.
 
+#include "bindings/embedded.h"
+
 #include <pybind11/embed.h>
 #include <pybind11/stl.h>
 
@@ -174,9 +176,52 @@ void DefineRuntimeTypes(py::module_& m) {
   m.attr("_embedded") = true;
 }
 
+// The Python names of the hooks, made once: a sync call passes one per call.
+py::handle HookName(filter::HookCall::Hook hook) {
+  static const py::str* const names[] = {new py::str("session_start"), new py::str("command"),
+                                         new py::str("message"), new py::str("message_done"),
+                                         new py::str("session_end")};  // never freed: GIL-less exit
+  return *names[static_cast<std::size_t>(hook)];
+}
+
 }  // namespace
 
 void SetEmbeddedRuntime(PythonRuntime* runtime) { embedded_runtime = runtime; }
+
+void RunSyncJob(py::handle call_sync, const std::shared_ptr<PythonJob>& job) {
+  if (job->ended()) return;  // given up while it waited
+  filter::HookCall& call = *job->call;
+  py::object msg = py::none();
+  py::object answer;
+  try {
+    if (call.message) msg = WrapMessage(call.context, *call.message);
+    // One call into Python with what the hook needs, and its answer as the result: the
+    // job's own methods (each a trip through pybind11's dispatcher) only on first use of
+    // a session and on failure.
+    answer = call_sync(py::cast(job), job->plugin, HookName(call.hook), job->session_id,
+                       Text(call.session->user), call.session->client_tls, msg);
+  } catch (py::error_already_set& e) {
+    if (job->Claim()) Complete(*job, filter::CallStatus::kException, e.what());
+    return;
+  }
+  if (answer.is_none() || !job->Claim()) return;  // failed in Python (reported there) or late
+  try {
+    auto [kind, text] = answer.cast<std::pair<std::string, py::str>>();
+    if (call.hook == filter::HookCall::Hook::kMessage) {
+      call.message = UnwrapMessage(msg);  // writes msg.email edits back first
+      call.result = filter::FilterResult(VerdictNamed(kind), Bytes(text));
+    } else if (call.hook == filter::HookCall::Hook::kCommand) {
+      call.decision = kind == "deny"      ? filter::CommandDecision::Deny(Bytes(text))
+                      : kind == "rewrite" ? filter::CommandDecision::Rewrite(Bytes(text))
+                                          : filter::CommandDecision::Allow();
+    }
+  } catch (py::error_already_set& e) {
+    return Complete(*job, filter::CallStatus::kException, e.what());
+  } catch (const std::exception& e) {
+    return Complete(*job, filter::CallStatus::kException, e.what());
+  }
+  Complete(*job, filter::CallStatus::kOk, {});
+}
 
 }  // namespace popgate::bindings
 

@@ -12,6 +12,7 @@
 #include <thread>
 #include <utility>
 
+#include "bindings/embedded.h"
 #include "bindings/option_values.h"
 #include "bindings/python_job.h"
 #include "bindings/python_plugin.h"
@@ -20,9 +21,6 @@
 namespace py = pybind11;
 
 namespace popgate::bindings {
-
-// The embedded module's runtime (embedded.cc): the one the loop thread serves.
-void SetEmbeddedRuntime(PythonRuntime* runtime);
 
 struct PythonRuntime::State {
   int wake_fd = -1;  // eventfd: Submit writes it, the loop reads it
@@ -157,14 +155,7 @@ void PythonRuntime::Run() {
   state_->sync = std::make_unique<SyncHookThreads>(
       settings_.sync_threads,
       [this](const std::shared_ptr<PythonJob>& job) {  // a worker, GIL held
-        try {
-          state_->call_sync(job);
-        } catch (py::error_already_set& e) {  // call_sync answers for the hook; this is worse
-          std::string what = e.what();
-          if (!job->Claim() || !job->done) return;
-          py::gil_scoped_release release;
-          std::exchange(job->done, {})(filter::CallStatus::kException, what);
-        }
+        RunSyncJob(state_->call_sync, job);
       },
       [](PythonJob& job) {  // the watchdog, no GIL
         if (job.Claim() && job.done) std::exchange(job.done, {})(filter::CallStatus::kTimeout, {});

@@ -145,15 +145,37 @@ class Runtime:
         assert self._loop is not None
         self._loop.create_task(self._run_async(job, fn, args))
 
-    def call_sync(self, job: Any) -> None:
-        """A sync hook, on one of popgate's sync-hook threads (GIL held). Its timeout is
-        watched in C++: a call given up meanwhile has its answer dropped by the job."""
+    def call_sync(self, job: Any, plugin: int, hook: str, session_id: int, user: str,
+                  client_tls: bool, msg: Any) -> tuple[str, str] | None:
+        """A sync hook, on one of popgate's sync-hook threads (GIL held), handed what it
+        needs in one call (bindings/embedded.cc, RunSyncJob). Returns the answer, as
+        (verdict, reason) for ``message``, (kind, text) for ``command``; None when the
+        hook failed, which has been reported on the job. The timeout is watched in C++."""
         try:
-            args = self._arguments(job)
-            result = getattr(self.plugins[job.plugin], job.hook)(*args)
-            self._answer(job, result, args)
+            key = (plugin, session_id)
+            session = self._sessions.get(key)
+            if session is None:
+                session = _hooks.make_session(*job.session_fields())
+                self._sessions[key] = session
+            else:  # what may have changed since: the user (login), TLS (STLS)
+                session.user = user
+                session.client_tls = client_tls
+            fn = getattr(self.plugins[plugin], hook)
+            if hook == "message":
+                return _hooks.message_verdict(fn(session, msg))
+            if hook == "command":
+                return _hooks.command_decision(
+                    fn(session, _hooks.make_command(*job.command_fields())))
+            if hook == "message_done":
+                fn(session, msg, _hooks.make_report(*job.report_fields()))
+            else:
+                if hook == "session_end":
+                    self._sessions.pop(key, None)
+                fn(session)
+            return ("", "")
         except BaseException:  # noqa: BLE001
             self._failed(job, traceback.format_exc())
+            return None
 
     async def _run_async(self, job: Any, fn: Any, args: tuple[Any, ...]) -> None:
         try:
