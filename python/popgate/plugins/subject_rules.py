@@ -22,13 +22,13 @@ apply, and the first matching reject or tempfail ends the list.
 
     [[rule]]
     header = "From"
-    pattern = "@bad\\\\.example$"
+    pattern = '@bad\\.example>?$'   # a TOML literal string: backslashes as they are
     action = "reject"
     reason = "mail from bad.example is refused"     # reject and tempfail: the reason
 
     [[rule]]
     header = "Subject"
-    pattern = "^\\\\[ext\\\\]"
+    pattern = '^\\[ext\\]'
     action = "prefix_subject"
     prefix = "[EXTERNAL] "
 
