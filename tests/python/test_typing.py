@@ -12,11 +12,17 @@ import pytest
 import popgate
 
 
-def test_examples_pass_mypy_strict(python_dir: Path, tmp_path: Path):
+def test_examples_and_shipped_plugins_pass_mypy_strict(python_dir: Path, tmp_path: Path):
     if importlib.util.find_spec("mypy") is None:
         pytest.skip("mypy is not installed (python3-mypy)")
-    examples = sorted((Path(popgate.__file__).parent / "examples").glob("*.py"))
+    package = Path(popgate.__file__).parent
+    examples = sorted((package / "examples").glob("*.py"))
     assert len(examples) >= 4
+    # Shipped plugins are what admins copy and adapt: a plugin package
+    # (plugins/NAME/) is checked file by file like a one-file plugin.
+    plugins = sorted((package / "plugins").rglob("*.py"))
+    assert any(p.stem == "archive" for p in plugins)
+    examples += plugins
     env = dict(os.environ, MYPYPATH=str(python_dir))
     done = subprocess.run(["/usr/bin/python3", "-m", "mypy", "--strict", "--no-incremental",
                            "--cache-dir", str(tmp_path / "cache"), *map(str, examples)],
