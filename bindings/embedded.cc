@@ -56,6 +56,7 @@ filter::Verdict VerdictNamed(const std::string& name) {
   if (name == "pass") return filter::Verdict::kPass;
   if (name == "tempfail") return filter::Verdict::kTempFail;
   if (name == "reject") return filter::Verdict::kReject;
+  if (name == "quarantine") return filter::Verdict::kQuarantine;
   throw std::invalid_argument("unknown verdict " + name);
 }
 

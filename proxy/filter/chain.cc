@@ -582,8 +582,17 @@ void ChainSession::MessageStep(std::shared_ptr<MessageRun> run) {
       if (verdict.reason.empty()) {
         verdict.reason = std::string(ToString(verdict.verdict)) + " by " + slot.name;
       }
-      report.result = std::move(verdict);
-      report.decided_by = slot.name;
+      // A quarantine delivers the edited message: the rest of the chain still sees it.
+      // The first plugin that asked keeps the say, unless a later one stops the message.
+      const bool goes_on = verdict.verdict == Verdict::kQuarantine;
+      if (!goes_on || report.result.verdict != Verdict::kQuarantine) {
+        report.result = std::move(verdict);
+        report.decided_by = slot.name;
+      }
+      if (goes_on) {
+        ++run->index;
+        return MessageStep(run);
+      }
       report.size_out = run->message->size();
       run->done(std::move(report));
     });

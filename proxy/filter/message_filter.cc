@@ -18,7 +18,7 @@ MessageOutcome OutcomeOf(MessageJob& job) {
   out.verdict = job.report.result.verdict;
   out.reason = job.report.result.reason;
   out.decided_by = job.report.decided_by;
-  if (out.verdict == Verdict::kPass) {
+  if (out.verdict == Verdict::kPass || out.verdict == Verdict::kQuarantine) {
     if (!job.message->modified()) {
       out.body = CutForTop(job.original.view(), job.top_lines);
     } else {
@@ -38,7 +38,11 @@ MessageOutcome OutcomeOf(MessageJob& job) {
   return out;
 }
 
-// Runs the message hooks, then for anything but a reject (the quarantine comes first) the
+bool GoesToQuarantine(Verdict verdict) {
+  return verdict == Verdict::kReject || verdict == Verdict::kQuarantine;
+}
+
+// Runs the message hooks, then for anything the quarantine does not come first for, the
 // report hooks; `done` with the outcome, on the session's thread.
 OutcomeJob MessageHooksJob(std::shared_ptr<MessageJob> job) {
   return [job = std::move(job)](std::function<void(MessageOutcome)> done) {
@@ -47,7 +51,7 @@ OutcomeJob MessageHooksJob(std::shared_ptr<MessageJob> job) {
     job->chain->RunMessageAsync(job->context, *job->message, [job, done](MessageReport report) {
       job->report = std::move(report);
       MessageOutcome out = OutcomeOf(*job);
-      if (out.verdict == Verdict::kReject) return done(std::move(out));
+      if (GoesToQuarantine(out.verdict)) return done(std::move(out));
       job->report.size_out = out.verdict == Verdict::kPass ? job->message->size() : 0;
       job->chain->ReportMessageAsync(job->context, *job->message, job->report,
                                      [job, done, out = std::move(out)] { done(out); });
@@ -55,33 +59,50 @@ OutcomeJob MessageHooksJob(std::shared_ptr<MessageJob> job) {
   };
 }
 
-// A reject: stores the original, then makes the notice the client gets instead. Without
+// A reject or a quarantine: stores the original, then makes what the client gets instead
+// (a reject's notice; a quarantine's edited message, naming the stored original). Without
 // a quarantine, or if storing fails, the message is withheld as a temporary failure: the
 // upstream still has it, so nothing is lost.
-MessageOutcome QuarantineRejected(MessageJob& job, MessageOutcome out,
+MessageOutcome QuarantineOriginal(MessageJob& job, MessageOutcome out,
                                   quarantine::MaildirQuarantine* store, std::uint64_t session_id,
                                   const std::string& client) {
+  const bool reject = out.verdict == Verdict::kReject;
   if (store == nullptr) {
     out.verdict = Verdict::kTempFail;
-    out.reason = "rejected, but no [quarantine] path is configured: " + out.reason;
+    out.reason = std::string(reject ? "rejected" : "asked to quarantine the original") +
+                 ", but no [quarantine] path is configured: " + out.reason;
   } else {
     try {
       quarantine::Entry entry{job.original.view(), session_id, job.user, client,
                               out.decided_by,      out.reason};
       out.quarantine_id = store->Store(entry);
-      mail::Message original(job.original);
-      std::string notice =
-          quarantine::RejectNotice(original, out.quarantine_id, out.decided_by, out.reason);
-      pop3::StuffLines(CutForTop(notice, job.top_lines), out.head);
       job.report.quarantine_id = out.quarantine_id;
-      job.report.size_out = notice.size();
+      if (reject) {
+        mail::Message original(job.original);
+        std::string notice =
+            quarantine::RejectNotice(original, out.quarantine_id, out.decided_by, out.reason);
+        pop3::StuffLines(CutForTop(notice, job.top_lines), out.head);
+        job.report.size_out = notice.size();
+      } else {
+        // The delivered message says where its original is, for the admin who releases it.
+        // Set, not Add: a sender's own field of that name must not point elsewhere.
+        job.message->headers().Set(quarantine::kQuarantineIdHeader, out.quarantine_id);
+        MessageOutcome edited = OutcomeOf(job);
+        out.head = std::move(edited.head);
+        out.body = edited.body;
+        job.report.size_out = job.message->size();
+      }
     } catch (const std::exception& e) {
       out.verdict = Verdict::kTempFail;
       out.reason = "quarantine failed (" + std::string(e.what()) + "): " + out.reason;
       out.quarantine_id.clear();
+      job.report.quarantine_id.clear();
     }
   }
-  if (out.verdict == Verdict::kTempFail) job.report.size_out = 0;
+  if (out.verdict == Verdict::kTempFail) {
+    job.report.size_out = 0;
+    job.report.result = FilterResult::TempFail(out.reason);
+  }
   return out;
 }
 

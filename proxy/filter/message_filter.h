@@ -54,14 +54,18 @@ std::string_view CutForTop(std::string_view content, const std::optional<std::ui
 // What the session sends for the chain's verdict on the job's message.
 MessageOutcome OutcomeOf(MessageJob& job);
 
-// Runs the message hooks, then for anything but a reject (the quarantine comes first) the
-// report hooks; `done` with the outcome.
+// Runs the message hooks, then, unless the quarantine comes first, the report hooks;
+// `done` with the outcome.
 OutcomeJob MessageHooksJob(std::shared_ptr<MessageJob> job);
 
-// A reject: stores the original, then makes the notice the client gets instead. Without
+// Whether the original is stored before the client gets anything: reject, quarantine.
+bool GoesToQuarantine(Verdict verdict);
+
+// A reject or a quarantine: stores the original, then makes what the client gets instead
+// (a reject's notice; a quarantine's edited message with X-Popgate-Quarantine-Id). Without
 // a quarantine, or if storing fails, the message is withheld as a temporary failure: the
 // upstream still has it, so nothing is lost. Blocks on the store's writes and fsyncs.
-MessageOutcome QuarantineRejected(MessageJob& job, MessageOutcome out,
+MessageOutcome QuarantineOriginal(MessageJob& job, MessageOutcome out,
                                   quarantine::MaildirQuarantine* store, std::uint64_t session_id,
                                   const std::string& client);
 

@@ -73,6 +73,10 @@ enum class Verdict {
   kPass,      // deliver it, with whatever changes plugins made
   kTempFail,  // the client gets -ERR [SYS/TEMP]; nothing changes upstream; it will retry
   kReject,    // the original goes to the quarantine, the client gets a short notice
+  // The client gets the message as the plugins left it, after the original went to the
+  // quarantine (an attachment removed, the original kept). Later plugins still run; a
+  // later tempfail or reject overrides it. Added last: ABI 4 plugins keep their values.
+  kQuarantine,
 };
 
 std::string_view ToString(Verdict verdict);
@@ -83,6 +87,7 @@ struct FilterResult {
   static FilterResult Pass() { return {}; }
   static FilterResult TempFail(std::string why) { return {Verdict::kTempFail, std::move(why)}; }
   static FilterResult Reject(std::string why) { return {Verdict::kReject, std::move(why)}; }
+  static FilterResult Quarantine(std::string why) { return {Verdict::kQuarantine, std::move(why)}; }
 
   Verdict verdict;
   // One line for the client and the logs (tempfail, reject). The chain turns CR, LF and
@@ -155,11 +160,11 @@ struct PluginRun {
 // the size actually sent) before handing it to OnMessageDone.
 struct MessageReport {
   FilterResult result;
-  std::string decided_by;       // the plugin behind a tempfail or reject
+  std::string decided_by;       // the plugin behind a tempfail, reject or quarantine
   std::vector<PluginRun> runs;  // in chain order; plugins after a stop don't appear
   std::size_t size_in = 0;      // un-stuffed bytes, as received
   std::size_t size_out = 0;     // un-stuffed bytes, as delivered
-  std::string quarantine_id;    // for a reject, once stored
+  std::string quarantine_id;    // for a reject or quarantine, once stored
 };
 
 // One hook call, as the chain hands it to a plugin's executor: what the hook is given,
@@ -232,7 +237,6 @@ struct PluginTraits {
   Execution execution = Execution::kWorker;
 };
 
-
 class PluginFactory {
  public:
   virtual ~PluginFactory() = default;
@@ -276,6 +280,8 @@ inline std::string_view ToString(Verdict verdict) {
       return "tempfail";
     case Verdict::kReject:
       return "reject";
+    case Verdict::kQuarantine:
+      return "quarantine";
   }
   return "unknown";
 }

@@ -113,7 +113,7 @@ FilterJob QuarantineJob(std::shared_ptr<filter::MessageJob> job, FilterOutcome o
   return [job = std::move(job), out = std::move(out), store, session_id, client = std::move(client),
           pool, session](std::function<void(FilterOutcome)> done) {
     asio::post(pool, [job, out, store, session_id, client, session, done] {
-      FilterOutcome stored = filter::QuarantineRejected(*job, out, store, session_id, client);
+      FilterOutcome stored = filter::QuarantineOriginal(*job, out, store, session_id, client);
       asio::post(session, [job, done, stored = std::move(stored)] {
         job->chain->ReportMessageAsync(job->context, *job->message, job->report,
                                        [job, done, stored] { done(stored); });
@@ -138,12 +138,13 @@ FilterOutcome SpoolFailure(const spool::HeldContent& held) {
   return failed;
 }
 
-void LogRejected(std::uint64_t session_id, const pop3::Command& command,
-                 const FilterOutcome& outcome) {
-  if (outcome.verdict != filter::Verdict::kReject) return;  // stored: the notice goes out
-  spdlog::info("session {} {} {} rejected by {} ({}): quarantined as {}", session_id,
-               command.keyword, command.args[0], LogSafe(outcome.decided_by),
-               LogSafe(outcome.reason), outcome.quarantine_id);
+void LogQuarantined(std::uint64_t session_id, const pop3::Command& command,
+                    const FilterOutcome& outcome) {
+  if (!filter::GoesToQuarantine(outcome.verdict)) return;  // not stored: withheld instead
+  spdlog::info("session {} {} {} {} by {} ({}): original quarantined as {}", session_id,
+               command.keyword, command.args[0],
+               outcome.verdict == filter::Verdict::kReject ? "rejected" : "delivered edited",
+               LogSafe(outcome.decided_by), LogSafe(outcome.reason), outcome.quarantine_id);
 }
 
 }  // namespace
@@ -327,17 +328,18 @@ asio::awaitable<bool> Session::RelayWholeFiltered(const Pending& pending, std::s
   if (!outcome) {
     co_return false;
   }
-  if (outcome->verdict == filter::Verdict::kReject) {
+  if (filter::GoesToQuarantine(outcome->verdict)) {
     FilterJob quarantine = QuarantineJob(job, std::move(*outcome), filters_.quarantine, id_,
                                          client_address_, *chain_strand_, client_.get_executor());
     outcome = co_await AwaitFilter(std::move(quarantine), keepalive);
     if (!outcome) {
       co_return false;
     }
-    LogRejected(id_, command, *outcome);
+    LogQuarantined(id_, command, *outcome);
   }
-  // A reject that reached here is stored: the client gets its notice.
-  if (outcome->verdict == filter::Verdict::kPass || outcome->verdict == filter::Verdict::kReject) {
+  // A reject or quarantine that reached here is stored: the client gets the notice or the
+  // edited message.
+  if (outcome->verdict != filter::Verdict::kTempFail) {
     if (keepalive.sent > 0 && outcome->head.empty()) HeaderBlockIntoHead(*outcome);
     co_return co_await DeliverFiltered(keepalive, outcome->head, job->original, outcome->body);
   }
@@ -392,6 +394,14 @@ asio::awaitable<bool> Session::RelayHeadersFiltered(const Pending& pending,
   if (!outcome) {
     co_return false;
   }
+  if (outcome->verdict == filter::Verdict::kQuarantine) {
+    // Keeping the original while delivering an edit of it would hold the whole message
+    // in a chain built not to: a headers-only plugin that wants this must ask for the
+    // whole message. Withheld, so nothing is lost.
+    outcome->verdict = filter::Verdict::kTempFail;
+    outcome->reason =
+        "quarantine needs the whole message (the chain holds headers only): " + outcome->reason;
+  }
   if (outcome->verdict == filter::Verdict::kReject) {
     // The quarantine needs the whole original: held as a whole-message chain holds it.
     spool::HeldContent held(config_.limits.filter_memory, config_.limits.spool_dir);
@@ -424,7 +434,7 @@ asio::awaitable<bool> Session::RelayHeadersFiltered(const Pending& pending,
     if (!outcome) {
       co_return false;
     }
-    LogRejected(id_, command, *outcome);
+    LogQuarantined(id_, command, *outcome);
     if (outcome->verdict == filter::Verdict::kReject) {  // stored: the notice goes out
       co_return co_await DeliverFiltered(keepalive, outcome->head);
     }

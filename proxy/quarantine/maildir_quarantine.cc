@@ -394,7 +394,7 @@ std::string RejectNotice(const mail::Message& original, std::string_view quarant
                                 std::to_string(now.micros) + "." + std::to_string(::getpid()) +
                                 "." + std::to_string(++g_counter) + "@" + HostPart() + ">");
   headers.Add("Auto-Submitted", "auto-generated");
-  headers.Add("X-Popgate-Quarantine-Id", id);
+  headers.Add(kQuarantineIdHeader, id);
   headers.Add("MIME-Version", "1.0");
   headers.Add("Content-Type", "text/plain; charset=utf-8");
   headers.Add("Content-Transfer-Encoding", "8bit");

@@ -77,6 +77,10 @@ class MaildirQuarantine {
   std::mutex log_mutex_;  // one line at a time from this process (O_APPEND for others)
 };
 
+// The field naming a stored original: in a reject's notice, and in a message delivered
+// edited while its original was kept.
+inline constexpr std::string_view kQuarantineIdHeader = "X-Popgate-Quarantine-Id";
+
 // The message the client gets instead of a rejected one: RFC 5322, CRLF line endings,
 // UTF-8 text. Headers: From "popgate <postmaster@localhost>", To (the original's, when it
 // has one), Date (now), Subject "[popgate] message withheld: " + the original's subject,

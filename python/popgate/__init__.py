@@ -7,7 +7,7 @@ it wants (mitmproxy's addons), every one optional and each may be ``async def``:
 - ``session_start(session)`` and ``session_end(session)``;
 - ``command(session, command)``: return None (allow), :func:`deny` or :func:`rewrite`;
 - ``message(session, msg)``: RETR and TOP; edit ``msg`` and return None (pass),
-  :func:`tempfail` or :func:`reject`;
+  :func:`tempfail`, :func:`reject` or :func:`quarantine`;
 - ``message_done(session, msg, report)``: after the chain, for logging;
 - ``done()``: at shutdown, or when a reload retires the plugin.
 
@@ -35,7 +35,7 @@ Headers = _popgate.Headers
 
 __all__ = [
     "HEADERS", "WHOLE_MESSAGE", "Plugin", "Message", "Headers", "Session", "Command",
-    "Report", "Verdict", "Decision", "tempfail", "reject", "deny", "rewrite",
+    "Report", "Verdict", "Decision", "tempfail", "reject", "quarantine", "deny", "rewrite",
 ]
 
 #: ``Plugin.needs``: the plugin sees the header block and the blank line only (partial);
@@ -59,15 +59,15 @@ def _text(value: object, what: str) -> str:
 
 
 class Verdict:
-    """What ``message`` returns to stop a message: made by :func:`tempfail` and
-    :func:`reject`. Immutable."""
+    """What ``message`` returns to stop a message or keep its original: made by
+    :func:`tempfail`, :func:`reject` and :func:`quarantine`. Immutable."""
 
     __slots__ = ("kind", "reason")
     kind: str
     reason: str
 
     def __init__(self, kind: str, reason: str) -> None:
-        if kind not in ("tempfail", "reject"):
+        if kind not in ("tempfail", "reject", "quarantine"):
             raise ValueError(f"unknown verdict {kind!r}")
         object.__setattr__(self, "kind", kind)
         object.__setattr__(self, "reason", _text(reason, "reason"))
@@ -123,6 +123,14 @@ def reject(reason: str) -> Verdict:
     return Verdict("reject", reason)
 
 
+def quarantine(reason: str) -> Verdict:
+    """The original goes to the quarantine; the client gets the message as the plugins
+    left it (an attachment removed, say), with ``X-Popgate-Quarantine-Id`` naming the
+    original. Later plugins still run. Needs the whole message (``needs`` left at
+    WHOLE_MESSAGE): a headers-only chain withholds the message as a tempfail instead."""
+    return Verdict("quarantine", reason)
+
+
 def deny(reply: str) -> Decision:
     """The command is not forwarded; the client gets ``-ERR`` + reply (one line)."""
     return Decision("deny", reply)
@@ -175,7 +183,7 @@ class Report:
 
     def __init__(self, verdict: str, reason: str, decided_by: str, size_in: int, size_out: int,
                  quarantine_id: str | None) -> None:
-        self.verdict = verdict  # "pass" | "tempfail" | "reject"
+        self.verdict = verdict  # "pass" | "tempfail" | "reject" | "quarantine"
         self.reason = reason
         self.decided_by = decided_by
         self.size_in = size_in

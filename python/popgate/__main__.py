@@ -1,7 +1,7 @@
 """``python3 -m popgate check PLUGIN MESSAGE.eml [--option key=value]... [--class NAME]
 [--top N]``: runs one message through a plugin without a server.
 
-Prints the verdict on its first line (``pass``, ``tempfail: REASON`` or ``reject: REASON``),
+Prints the verdict on its first line (``pass``, or ``tempfail``, ``reject``, ``quarantine``: REASON),
 then the header fields added, changed and removed (``+ Name: value``, ``- Name: value``; a
 changed field is its old line then its new one), and exits 0. A plugin that fails to
 import, has no Plugin subclass, or raises in configure or a hook: the traceback on stderr,

@@ -16,14 +16,15 @@ def _describe(result: object) -> str:
 
 
 def message_verdict(result: object) -> tuple[str, str]:
-    """A ``message`` hook's return value as (verdict, reason): "pass", "tempfail" or
-    "reject". Raises TypeError for anything but None, tempfail(...) and reject(...)."""
+    """A ``message`` hook's return value as (verdict, reason): "pass", "tempfail",
+    "reject" or "quarantine". Raises TypeError for anything but None and a Verdict."""
     if result is None:
         return ("pass", "")
     if isinstance(result, Verdict):
         return (result.kind, result.reason)
-    raise TypeError("message() must return None, popgate.tempfail(reason) or "
-                    f"popgate.reject(reason), not {_describe(result)}")
+    raise TypeError("message() must return None, popgate.tempfail(reason), "
+                    "popgate.reject(reason) or popgate.quarantine(reason), not "
+                    f"{_describe(result)}")
 
 
 def command_decision(result: object) -> tuple[str, str]:

@@ -35,7 +35,7 @@ class CheckResult:
 
     def __init__(self, verdict: str, reason: str, message: Message, session: Session,
                  before: list[Field]) -> None:
-        self.verdict = verdict  # "pass" | "tempfail" | "reject"
+        self.verdict = verdict  # "pass" | "tempfail" | "reject" | "quarantine"
         self.reason = reason
         self.message = message  # as it stands after the hook (msg.email edits written back)
         self.session = session
@@ -148,6 +148,10 @@ async def _run(plugin: Plugin, msg: Message, sess: Session, decided_by: str) -> 
     if "message" in hooks:
         verdict, reason = _hooks.message_verdict(await _call(plugin, "message", sess, msg))
         _hooks.commit_email(msg)
+        if verdict == "quarantine" and getattr(plugin, "needs", None) == HEADERS:
+            # As the proxy does: a headers-only chain cannot keep the whole original.
+            verdict = "tempfail"
+            reason = "quarantine needs the whole message (the chain holds headers only): " + reason
     if "message_done" in hooks:
         report = _hooks.make_report(verdict, reason, decided_by if verdict != "pass" else "",
                                     size_in, len(msg.raw), None)

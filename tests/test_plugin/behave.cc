@@ -93,6 +93,8 @@ class Behave final : public filter::Plugin {
         return filter::FilterResult::TempFail("behave says tempfail");
       case filter::Verdict::kReject:
         return filter::FilterResult::Reject("behave says reject");
+      case filter::Verdict::kQuarantine:
+        return filter::FilterResult::Quarantine("behave keeps the original");
     }
     return filter::FilterResult::Pass();
   }
@@ -113,6 +115,7 @@ std::shared_ptr<filter::PluginFactory> Build(const filter::Options& options) {
   std::string verdict = Text(options, "verdict");
   if (verdict == "tempfail") settings->verdict = filter::Verdict::kTempFail;
   if (verdict == "reject") settings->verdict = filter::Verdict::kReject;
+  if (verdict == "quarantine") settings->verdict = filter::Verdict::kQuarantine;
   settings->when = Text(options, "when");
   settings->throw_in_message = Text(options, "throw") == "message";
   settings->deny = Text(options, "deny");

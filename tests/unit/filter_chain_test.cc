@@ -255,6 +255,55 @@ TEST_F(ChainTest, FirstTempFailStopsTheChain) {
   EXPECT_EQ(Events(), (std::vector<std::string>{"a:message:RETR"}));
 }
 
+Behaviour Strips() {
+  Behaviour b;
+  b.message = [](const MessageContext&, mail::Message& message) {
+    message.Replace("From: a@example.com\r\nSubject: hi\r\n\r\n[removed]\r\n");
+    return FilterResult::Quarantine("attachment removed");
+  };
+  return b;
+}
+
+TEST_F(ChainTest, AQuarantineGoesOnThroughTheChainWithTheEditedMessage) {
+  Use("guard", Strips());
+  Use("tag", AddHeader("X-Tag", "1"));
+  Use("second", Returns(FilterResult::Quarantine("also asks")));
+  ChainSession session = Session();
+  ClearEvents();
+  mail::Message message(kMessage);
+  MessageReport report = session.RunMessage(Retr(), message);
+  EXPECT_EQ(report.result.verdict, Verdict::kQuarantine);
+  EXPECT_EQ(report.result.reason, "attachment removed");  // the first to ask keeps the say
+  EXPECT_EQ(report.decided_by, "guard");
+  EXPECT_EQ(message.bytes(), "From: a@example.com\r\nSubject: hi\r\nX-Tag: 1\r\n\r\n[removed]\r\n");
+  EXPECT_EQ(message.original(), kMessage);  // what the quarantine will store
+  EXPECT_EQ(report.size_out, message.size());
+  ASSERT_EQ(report.runs.size(), 3u);
+  EXPECT_EQ(report.runs[0].verdict, Verdict::kQuarantine);
+  EXPECT_EQ(report.runs[1].verdict, Verdict::kPass);
+  EXPECT_EQ(Events(), (std::vector<std::string>{"guard:message:RETR", "tag:message:RETR",
+                                                "second:message:RETR"}));
+}
+
+TEST_F(ChainTest, ALaterRejectOrTempFailOverridesAQuarantine) {
+  Use("guard", Strips());
+  Use("virus", Returns(FilterResult::Reject("Eicar")));
+  ChainSession session = Session();
+  mail::Message message(kMessage);
+  MessageReport report = session.RunMessage(Retr(), message);
+  EXPECT_EQ(report.result.verdict, Verdict::kReject);
+  EXPECT_EQ(report.decided_by, "virus");
+
+  entries_.clear();
+  Use("guard", Strips());
+  Use("busy", Returns(FilterResult::TempFail("later")));
+  ChainSession second = Session();
+  mail::Message again(kMessage);
+  MessageReport report2 = second.RunMessage(Retr(), again);
+  EXPECT_EQ(report2.result.verdict, Verdict::kTempFail);
+  EXPECT_EQ(report2.decided_by, "busy");
+}
+
 Behaviour EditsThenThrows() {
   Behaviour b;
   b.message = [](const MessageContext&, mail::Message& message) -> FilterResult {

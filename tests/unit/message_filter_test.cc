@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace popgate::filter {
 namespace {
@@ -104,7 +105,7 @@ TEST(MessageFilterTest, ARejectIsATemporaryFailureWithoutAQuarantine) {
   Fixture f([](mail::Message&) { return FilterResult::Reject("virus"); });
   MessageOutcome out = f.Run();
   ASSERT_EQ(out.verdict, Verdict::kReject);  // the quarantine comes next
-  MessageOutcome stored = QuarantineRejected(*f.job, out, nullptr, 7, "127.0.0.1:5000");
+  MessageOutcome stored = QuarantineOriginal(*f.job, out, nullptr, 7, "127.0.0.1:5000");
   EXPECT_EQ(stored.verdict, Verdict::kTempFail);
   EXPECT_NE(stored.reason.find("no [quarantine] path"), std::string::npos) << stored.reason;
   EXPECT_EQ(f.job->report.size_out, 0u);
@@ -119,7 +120,7 @@ TEST(MessageFilterTest, ARejectStoresTheOriginalThenSendsTheNotice) {
       m.headers().Add("X-Seen", "yes");  // the quarantine keeps the original, not this
       return FilterResult::Reject("virus");
     });
-    MessageOutcome stored = QuarantineRejected(*f.job, f.Run(), &store, 7, "127.0.0.1:5000");
+    MessageOutcome stored = QuarantineOriginal(*f.job, f.Run(), &store, 7, "127.0.0.1:5000");
     EXPECT_EQ(stored.verdict, Verdict::kReject);
     ASSERT_FALSE(stored.quarantine_id.empty());
     EXPECT_EQ(f.job->report.quarantine_id, stored.quarantine_id);
@@ -136,6 +137,78 @@ TEST(MessageFilterTest, ARejectStoresTheOriginalThenSendsTheNotice) {
       EXPECT_EQ(bytes, kMessage);
     }
     EXPECT_EQ(files, 1u);
+  }
+  fs::remove_all(dir);
+}
+
+std::string ReadOnlyFileIn(const fs::path& dir) {
+  std::vector<fs::path> files;
+  for (const auto& entry : fs::directory_iterator(dir)) files.push_back(entry.path());
+  EXPECT_EQ(files.size(), 1u);
+  if (files.empty()) return {};
+  std::string bytes(fs::file_size(files[0]), '\0');
+  std::FILE* file = std::fopen(files[0].c_str(), "rb");
+  EXPECT_NE(file, nullptr);
+  if (file == nullptr) return {};
+  EXPECT_EQ(std::fread(bytes.data(), 1, bytes.size(), file), bytes.size());
+  std::fclose(file);
+  return bytes;
+}
+
+const std::string kStripped = "Subject: hi\r\nFrom: a@example.org\r\n\r\n[removed]\r\n";
+
+TEST(MessageFilterTest, AQuarantineStoresTheOriginalThenSendsTheEditedMessageNamingIt) {
+  fs::path dir = fs::temp_directory_path() / ("message_filter_q_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  {
+    quarantine::MaildirQuarantine store(dir.string());
+    Fixture f([](mail::Message& m) {
+      m.Replace(kStripped);
+      m.headers().Add("X-Popgate-Quarantine-Id", "forged");  // a sender's: replaced
+      return FilterResult::Quarantine("attachment removed");
+    });
+    MessageOutcome out = f.Run();
+    ASSERT_EQ(out.verdict, Verdict::kQuarantine);  // the store comes before the client
+    MessageOutcome stored = QuarantineOriginal(*f.job, out, &store, 7, "127.0.0.1:5000");
+    EXPECT_EQ(stored.verdict, Verdict::kQuarantine);
+    ASSERT_FALSE(stored.quarantine_id.empty());
+    EXPECT_EQ(f.job->report.quarantine_id, stored.quarantine_id);
+    EXPECT_EQ(stored.head, "Subject: hi\r\nFrom: a@example.org\r\nX-Popgate-Quarantine-Id: " +
+                               stored.quarantine_id + "\r\n\r\n[removed]\r\n");
+    EXPECT_TRUE(stored.body.empty());
+    EXPECT_EQ(f.job->report.size_out, stored.head.size());
+    EXPECT_EQ(ReadOnlyFileIn(dir / "new"), kMessage);  // the original, byte for byte
+  }
+  fs::remove_all(dir);
+}
+
+TEST(MessageFilterTest, AQuarantineWithoutAStoreIsATemporaryFailure) {
+  Fixture f([](mail::Message& m) {
+    m.Replace(kStripped);
+    return FilterResult::Quarantine("attachment removed");
+  });
+  MessageOutcome stored = QuarantineOriginal(*f.job, f.Run(), nullptr, 7, "127.0.0.1:5000");
+  EXPECT_EQ(stored.verdict, Verdict::kTempFail);  // the edit alone would lose the attachment
+  EXPECT_NE(stored.reason.find("no [quarantine] path"), std::string::npos) << stored.reason;
+  EXPECT_EQ(f.job->report.result.verdict, Verdict::kTempFail);  // what message_done sees
+  EXPECT_EQ(f.job->report.size_out, 0u);
+}
+
+TEST(MessageFilterTest, AQuarantineThatCannotStoreIsATemporaryFailure) {
+  fs::path dir = fs::temp_directory_path() / ("message_filter_qf_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  {
+    quarantine::MaildirQuarantine store(dir.string());
+    fs::remove_all(dir);  // the disk went away under it
+    Fixture f([](mail::Message& m) {
+      m.Replace(kStripped);
+      return FilterResult::Quarantine("attachment removed");
+    });
+    MessageOutcome stored = QuarantineOriginal(*f.job, f.Run(), &store, 7, "127.0.0.1:5000");
+    EXPECT_EQ(stored.verdict, Verdict::kTempFail);
+    EXPECT_NE(stored.reason.find("quarantine failed"), std::string::npos) << stored.reason;
+    EXPECT_TRUE(stored.quarantine_id.empty());
+    EXPECT_TRUE(f.job->report.quarantine_id.empty());
   }
   fs::remove_all(dir);
 }
