@@ -4,6 +4,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <csignal>
 #include <cstdio>
 #include <functional>
 #include <memory>
@@ -44,6 +45,10 @@ spdlog::level::level_enum ToSpdlog(popgate::config::LogLevel level) {
 
 int main(int argc, char** argv) {
   using namespace popgate;
+  // A peer that went away is an error on the write that meets it, never a signal that
+  // ends every session: popgate's own sockets send with MSG_NOSIGNAL, but a plugin's
+  // (a Python plugin's socket to rspamd or clamd, a C++ plugin's pipe) may not.
+  std::signal(SIGPIPE, SIG_IGN);
 
   config::Config config;
   try {
