@@ -225,6 +225,34 @@ def test_a_raising_plugin_with_on_error_tempfail_withholds_the_message(tmp_path,
         p.quit()
 
 
+PEER_GONE = """
+    import socket
+    import popgate
+
+    class PeerGone(popgate.Plugin):
+        # A service that closed its end, as a plugin's rspamd or clamd may: the write
+        # must fail in the hook (BrokenPipeError), not end popgate with SIGPIPE.
+        def message(self, session, msg):
+            mine, theirs = socket.socketpair()
+            theirs.close()
+            try:
+                mine.send(b"x" * 65536)
+            finally:
+                mine.close()
+"""
+
+
+def test_a_plugin_writing_to_a_closed_socket_fails_its_hook_not_popgate(tmp_path, mailstore):
+    path = plugin_file(tmp_path, "peer_gone.py", PEER_GONE)
+    with start(tmp_path, mailstore.address, [{"use": str(path), "on_error": "pass"}]) as pg:
+        p = login(pg.port)
+        assert b"\r\n".join(p.retr(1)[1]) + b"\r\n" == MESSAGES[0]
+        assert b"\r\n".join(p.retr(2)[1]) + b"\r\n" == MESSAGES[1]
+        p.quit()
+        pg.wait_for_log(r"BrokenPipeError")
+        assert pg.alive()
+
+
 @pytest.mark.parametrize("source, expected", [
     ("import popgate\nimport no_such_module_anywhere\n", "ModuleNotFoundError"),
     ("import popgate\n\ndef message(session, msg):\n    pass\n", "no popgate.Plugin subclass"),
