@@ -281,6 +281,7 @@ class ClosedBeforeAnswer(Exception):
 
 @dataclass
 class Answer:
+    version: str  # "1.0" or "1.1"
     status: int
     reason: str
     headers: dict[str, str]
@@ -288,7 +289,12 @@ class Answer:
 
     @property
     def keep_alive(self) -> bool:
-        return self.headers.get("connection", "keep-alive").lower() != "close"
+        # RFC 9112 §9.3: HTTP/1.1 keeps the connection unless told "close"; 1.0 closes it
+        # unless told "keep-alive".
+        tokens = {t.strip().lower() for t in self.headers.get("connection", "").split(",")}
+        if self.version == "1.0":
+            return "keep-alive" in tokens
+        return "close" not in tokens
 
 
 class Client:
@@ -387,7 +393,7 @@ class Client:
                 conn.close()
 
     async def _read_answer(self, reader: asyncio.StreamReader, status_line: bytes) -> Answer:
-        match = re.fullmatch(rb"HTTP/1\.[01] (\d{3})(?: ([^\r\n]*))?\r?\n", status_line)
+        match = re.fullmatch(rb"HTTP/1\.([01]) (\d{3})(?: ([^\r\n]*))?\r?\n", status_line)
         if match is None:
             raise RspamdError(f"rspamd at {self.endpoint.url}: not an HTTP answer: "
                               f"{status_line[:100]!r}")
@@ -416,7 +422,7 @@ class Client:
                 raise RspamdError(f"rspamd at {self.endpoint.url}: bad Content-Length "
                                   f"{length!r}")
             body = await reader.readexactly(int(length))
-        else:  # HTTP/1.1 §3.3.3: the body runs to the end of the connection
+        else:  # RFC 9112 §6.3: no length, the body runs to the end of the connection
             body = await reader.read(MAX_ANSWER + 1)
             while len(body) <= MAX_ANSWER and not reader.at_eof():
                 more = await reader.read(MAX_ANSWER + 1 - len(body))
@@ -426,8 +432,8 @@ class Client:
             if len(body) > MAX_ANSWER:
                 raise RspamdError(f"rspamd at {self.endpoint.url}: answer too large")
             headers["connection"] = "close"
-        return Answer(int(match.group(1)), (match.group(2) or b"").decode("latin-1"),
-                      headers, body)
+        return Answer("1." + match.group(1).decode(), int(match.group(2)),
+                      (match.group(3) or b"").decode("latin-1"), headers, body)
 
     async def _read_chunked(self, reader: asyncio.StreamReader) -> bytes:
         body = b""
