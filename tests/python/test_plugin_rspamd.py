@@ -9,6 +9,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -166,10 +167,21 @@ def configured(url: str, **options: object) -> rs.Rspamd:
 
 
 async def scan_several(plugin: rs.Rspamd, count: int) -> list[popgate.Verdict | None]:
+    """`count` messages on one loop, then done() as popgate calls it at shutdown."""
     data = (DATA / "ham.eml").read_bytes()
     session = testing.session("dave")
-    return [await plugin.message(session, testing.message(data, number=n))
-            for n in range(1, count + 1)]
+    try:
+        return [await plugin.message(session, testing.message(data, number=n))
+                for n in range(1, count + 1)]
+    finally:
+        await plugin.done()
+
+
+def wait_closed(fake: FakeRspamd, count: int) -> list[int]:
+    deadline = time.monotonic() + 5
+    while len(fake.peer_closed) < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return sorted(fake.peer_closed)
 
 
 def test_one_connection_per_loop_serves_many_messages():
@@ -179,6 +191,7 @@ def test_one_connection_per_loop_serves_many_messages():
         verdicts = asyncio.run(scan_several(plugin, 3))
         assert [v.kind if v else None for v in verdicts] == ["reject"] * 3
         assert [len(c) for c in fake.connections] == [3]
+        assert wait_closed(fake, 1) == [0]  # done() closed the idle connection
         asyncio.run(scan_several(plugin, 2))  # a new loop: a connection of its own
         assert [len(c) for c in fake.connections] == [3, 2]
         assert plugin.client.opened == 2

@@ -48,7 +48,6 @@ import math
 import re
 import time
 import urllib.parse
-import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -304,12 +303,16 @@ class Client:
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
-        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
-                                               list[Connection]] = weakref.WeakKeyDictionary()
-        self.opened = 0  # connections opened, for the log and the tests
+        self._pools: dict[asyncio.AbstractEventLoop, list[Connection]] = {}
+        self.opened = 0  # connections opened, for the tests
 
     def _pool(self) -> list[Connection]:
         loop = asyncio.get_running_loop()
+        # A loop that is gone (asyncio.run returned) takes its connections with it: they
+        # can't be closed from here, and dropping them lets the loop and its sockets be
+        # collected instead of kept forever.
+        for gone in [other for other in self._pools if other.is_closed()]:
+            del self._pools[gone]
         pool = self._pools.get(loop)
         if pool is None:
             pool = self._pools[loop] = []

@@ -421,7 +421,7 @@ class FakeRspamd:
     def __init__(self, script: Script | None = None):
         self.script: Script = script or (lambda conn, n, req: http_answer(scan_answer()))
         self.connections: list[list[FakeRequest]] = []
-        self.peer_closed: list[int] = []  # connections the client closed while stalled
+        self.peer_closed: list[int] = []  # connections the client closed
         self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
@@ -497,7 +497,9 @@ class FakeRspamd:
         try:
             while True:
                 request = self._read_request(sock, buffer)
-                if request is None:
+                if request is None:  # the client closed it (or half-closed it)
+                    with self._lock:
+                        self.peer_closed.append(index)
                     return
                 with self._lock:
                     self.connections[index].append(request)
