@@ -220,7 +220,7 @@ def test_a_stalling_rspamd_times_out_into_on_error(tmp_path, mailstore):
             p = login(pg.port)
             began = time.monotonic()
             assert retr(p, 1) == HAM
-            assert 0.9 < time.monotonic() - began < 3.0
+            assert 0.9 < time.monotonic() - began < 5.0  # 1 s, with room for a loaded machine
             p.quit()
             pg.wait_for_log(r"rspamd at http://127\.0\.0\.1:\d+: no answer within 1 s")
         # popgate's own timeout first: the hook is cancelled, on_error = "tempfail".
@@ -231,7 +231,7 @@ def test_a_stalling_rspamd_times_out_into_on_error(tmp_path, mailstore):
             began = time.monotonic()
             with pytest.raises(poplib.error_proto, match=r"\[SYS/TEMP\]"):
                 p.retr(2)
-            assert time.monotonic() - began < 3.0
+            assert time.monotonic() - began < 5.0
             p.quit()
             pg.wait_for_log(r"timed out \(1000 ms\) in RETR 2")
         mailstore.wait_until_idle("dave")
