@@ -174,15 +174,18 @@ async def scan(address: ClamdAddress, data: bytes | memoryview, chunk: int = CHU
             # clamd stops reading and closes when it refuses a stream (its size limit):
             # its answer, already sent, says why.
             sent = error
+        answer = b""
         try:
-            answer = await reader.read(MAX_ANSWER)
-            while answer and len(answer) < MAX_ANSWER:
+            while len(answer) < MAX_ANSWER:
                 more = await reader.read(MAX_ANSWER - len(answer))
                 if not more:
                     break
                 answer += more
         except OSError as error:
-            raise ClamdError(f"clamd at {address}: {sent or error}") from error
+            # A unix socket's reset (clamd closed with our chunks unread) comes after
+            # the answer it sent: keep that answer.
+            if not answer:
+                raise ClamdError(f"clamd at {address}: {sent or error}") from error
         if not answer and sent is not None:
             raise ClamdError(f"clamd at {address} closed the connection while the message "
                              f"was sent: {sent}") from sent
@@ -190,12 +193,9 @@ async def scan(address: ClamdAddress, data: bytes | memoryview, chunk: int = CHU
             raise ClamdError(f"clamd at {address} answered more than {MAX_ANSWER} bytes")
         return parse_answer(answer, address)
     finally:
-        # Also when popgate cancels the scan at its timeout: the connection goes with it.
-        writer.close()
-        try:
-            await writer.wait_closed()
-        except (OSError, asyncio.CancelledError):
-            pass
+        # abort, not close: close would first flush what a stalled clamd never reads, and
+        # popgate's cancellation at its timeout waits for this coroutine to end.
+        writer.transport.abort()
 
 
 def probe(address: ClamdAddress, timeout: float = PROBE_TIMEOUT) -> str:
