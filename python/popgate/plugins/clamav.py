@@ -77,10 +77,28 @@ class ClamdAddress:
             return self.path
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
-    async def open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def connect(self) -> socket.socket:
+        """A connected non-blocking socket, for the event loop's sock_* calls."""
+        loop = asyncio.get_running_loop()
         if self.path is not None:
-            return await asyncio.open_unix_connection(self.path)
-        return await asyncio.open_connection(self.host, self.port)
+            targets: list[tuple[int, Any]] = [(socket.AF_UNIX, self.path)]
+        else:
+            found = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+            targets = [(family, address) for family, _, _, _, address in found]
+        failure: OSError = OSError(f"{self.host}: no address")
+        for family, address in targets:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock.setblocking(False)
+                await loop.sock_connect(sock, address)
+                return sock
+            except OSError as error:
+                sock.close()
+                failure = error
+            except BaseException:
+                sock.close()
+                raise
+        raise failure
 
     def open_blocking(self, timeout: float) -> socket.socket:
         if self.path is not None:
@@ -152,38 +170,39 @@ def parse_answer(data: bytes, address: ClamdAddress) -> str | None:
 
 async def scan(address: ClamdAddress, data: bytes | memoryview, chunk: int = CHUNK) -> str | None:
     """Streams `data` to clamd (INSTREAM: 4-byte big-endian lengths, a zero length at the
-    end) and returns the virus it found, or None. Raises ClamdError or OSError when clamd
-    can't be asked or doesn't say OK or FOUND."""
+    end) and returns the virus it found, or None. Raises ClamdError when clamd can't be
+    asked or doesn't say OK or FOUND.
+
+    The event loop's socket calls, not asyncio streams: when clamd refuses a stream (its
+    size limit) it answers and closes while chunks are still coming, the next send fails,
+    and a StreamReader then raises that failure instead of handing over the answer."""
+    loop = asyncio.get_running_loop()
     try:
-        reader, writer = await address.open()
+        sock = await address.connect()
     except OSError as error:
         raise ClamdError(f"can't connect to clamd at {address}: {error}") from error
     try:
         view = memoryview(data)
         sent: OSError | None = None
         try:
-            writer.write(b"zINSTREAM\0")
+            await loop.sock_sendall(sock, b"zINSTREAM\0")
             for start in range(0, len(view), chunk):
                 piece = view[start:start + chunk]
-                writer.write(struct.pack(">I", len(piece)))
-                writer.write(piece)
-                await writer.drain()  # one chunk in flight: memory stays bounded
-            writer.write(struct.pack(">I", 0))
-            await writer.drain()
+                await loop.sock_sendall(sock, struct.pack(">I", len(piece)))
+                await loop.sock_sendall(sock, piece)  # one chunk at a time: no copies
+            await loop.sock_sendall(sock, struct.pack(">I", 0))
         except OSError as error:
-            # clamd stops reading and closes when it refuses a stream (its size limit):
-            # its answer, already sent, says why.
-            sent = error
+            sent = error  # clamd stopped reading: its answer, already sent, says why
         answer = b""
         try:
             while len(answer) < MAX_ANSWER:
-                more = await reader.read(MAX_ANSWER - len(answer))
+                more = await loop.sock_recv(sock, MAX_ANSWER - len(answer))
                 if not more:
                     break
                 answer += more
         except OSError as error:
-            # A unix socket's reset (clamd closed with our chunks unread) comes after
-            # the answer it sent: keep that answer.
+            # A reset (clamd closed with chunks of ours unread) comes after its answer:
+            # keep the answer.
             if not answer:
                 raise ClamdError(f"clamd at {address}: {sent or error}") from error
         if not answer and sent is not None:
@@ -193,9 +212,8 @@ async def scan(address: ClamdAddress, data: bytes | memoryview, chunk: int = CHU
             raise ClamdError(f"clamd at {address} answered more than {MAX_ANSWER} bytes")
         return parse_answer(answer, address)
     finally:
-        # abort, not close: close would first flush what a stalled clamd never reads, and
-        # popgate's cancellation at its timeout waits for this coroutine to end.
-        writer.transport.abort()
+        # Also when popgate cancels the scan at its timeout: the connection goes with it.
+        sock.close()
 
 
 def probe(address: ClamdAddress, timeout: float = PROBE_TIMEOUT) -> str:

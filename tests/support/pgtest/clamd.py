@@ -432,6 +432,10 @@ class FakeClamd:
 
     def stop(self) -> None:
         self._stopping.set()
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close doesn't)
+        except OSError:
+            pass
         self._listener.close()
         for conn in self._open:
             try:
