@@ -368,11 +368,15 @@ class FakeClamd:
     """Listens on 127.0.0.1:port; each connection reads what it is sent and then, with
     ``answer=None``, stalls: it never answers and never closes (until stop()), the clamd
     that hangs. With ``answer=b"..."`` it sends those bytes once the stream's zero-length
-    end has come (or at once for any other command) and closes: a garbled clamd.
-    ``connections`` counts the connections it got."""
+    end has come (or at once for any other command) and closes: a garbled clamd. With
+    ``read=False`` it never reads either, so a sender's buffers fill and its sends block.
+    ``connections`` counts the connections it got, ``closed`` those the peer closed."""
 
-    def __init__(self, answer: bytes | None = None, host: str = "127.0.0.1"):
+    def __init__(self, answer: bytes | None = None, host: str = "127.0.0.1",
+                 read: bool = True):
         self.answer = answer
+        self.read = read
+        self.closed = 0
         self.host = host
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -400,11 +404,15 @@ class FakeClamd:
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
 
     def _handle(self, conn: socket.socket) -> None:
+        if not self.read:
+            self._stopping.wait()
+            return
         data = b""
         try:
             while not self._stopping.is_set():
                 chunk = conn.recv(65536)
                 if not chunk:
+                    self.closed += 1
                     return
                 data += chunk
                 if self.answer is not None and self._complete(data):
@@ -413,6 +421,8 @@ class FakeClamd:
                     return
                 if len(data) > (1 << 20):
                     data = data[-(1 << 16):]  # a stall keeps reading; keep memory bounded
+        except ConnectionResetError:
+            self.closed += 1
         except OSError:
             return
 
