@@ -114,6 +114,22 @@ def test_over_max_size_passes_unscanned_whole_and_logged(clamd, caplog):
     assert len(clamd.wait_for_scans(before + 1)) == before + 1
 
 
+def exactly(message: bytes, size: int) -> bytes:
+    """`message` with one more body line, `size` bytes in all."""
+    return message + b"y" * (size - len(message) - 2) + b"\r\n"
+
+
+def test_max_size_equal_to_streammaxlength_meets_clamd_at_the_byte(clamd):
+    # StreamMaxLength 1M: clamd takes 1048576 bytes and refuses one more, as the plugin
+    # with max_size = 1048576 scans 1048576 bytes and passes one more unscanned.
+    options = {"clamd": clamd.address, "max_size": 1048576}
+    at_limit = exactly(eicar_plain_message("at-limit"), 1048576)
+    assert check(PLUGIN, at_limit, options=options).verdict == "reject"
+    over = exactly(eicar_plain_message("over-limit"), 1048577)
+    result = check(PLUGIN, over, options=options)
+    assert (result.verdict, result.message.raw) == ("pass", over)
+
+
 def test_clamds_size_limit_raises_never_passes(run, tmp_path, clamd):
     big = padded(eicar_plain_message("over-1m"), 1_100_000)
     for target in (clamd.address, str(clamd.socket_path)):
