@@ -195,6 +195,9 @@ class Bayes(popgate.Plugin):
             log.info("bayes: %s: %d spam and %d ham trained: tagging mail",
                      self.settings.db, totals.nspam, totals.nham)
 
+    def done(self) -> None:
+        self.store.close()
+
     def message(self, session: popgate.Session, msg: popgate.Message) -> None:
         # msg.raw, not msg.email: reading msg.email costs a serialisation to notice edits.
         tokens = _tokens.tokens(msg.raw)

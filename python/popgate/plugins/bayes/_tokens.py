@@ -44,10 +44,10 @@ _HIDDEN = re.compile(r"(?is)<(style|script)\b.*?</\1\s*>|<!--.*?-->")
 
 
 def words(text: str) -> Iterator[str]:
-    """Lower-cased words: 3 to 20 characters as they are, longer ones as ``skip:C N``
-    (first character, length to the ten), shorter ones dropped."""
-    for match in _WORD.finditer(text.lower()):
-        word = match.group()
+    """The distinct lower-cased words: 3 to 20 characters as they are, longer ones as
+    ``skip:C N`` (first character, length to the ten), shorter ones dropped."""
+    # Each distinct word once: words repeat, and a set is made in C.
+    for word in set(_WORD.findall(text.lower())):
         if len(word) < MIN_WORD:
             continue
         if len(word) > MAX_WORD:
