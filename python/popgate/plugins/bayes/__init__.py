@@ -172,17 +172,18 @@ class Bayes(popgate.Plugin):
         self.store = _store.Store(self.settings.db)
         try:
             self.store.create()  # so train can fill it later; fails early if unwritable
-            totals = self.store.totals()
+            self.store.totals()
         except (_store.StoreError, OSError) as error:
             raise ValueError(f"bayes: option db: {error}") from None
         self.cache = _store.CountCache()
         self._lock = threading.Lock()
+        # Said at the first message, not here: that is when it matters, and popgate's
+        # log may not be set up yet while plugins are configured.
         self._logged_untrained: bool | None = None
-        self._note(totals)
 
     def _note(self, totals: _store.Totals) -> None:
         """One log line when the database's state (trained enough or not) is first seen
-        and one each time it changes: never one per message."""
+        by a message and one each time it changes: never one per message."""
         now = untrained(totals, self.settings.min_messages)
         with self._lock:
             if now == self._logged_untrained:
