@@ -179,6 +179,16 @@ def test_words_long_short_and_header_prefixes():
     assert not any(token.startswith("received:") for token in found)  # not a chosen field
 
 
+def test_8bit_headers_and_mislabelled_charsets_are_read_as_text():
+    raw = (b"From: J\xf6rg <j@example.org>\r\nSubject: sp\xe9cial\r\n"
+           b" =?utf-8?q?gr=C3=BC?= =?utf-8?q?=C3=9Fe?=\r\n"
+           b"Content-Type: text/plain; charset=utf-8\r\n\r\ncaf\xe9 \xe2\x82\xac\r\n")
+    found = _tokens.tokens(raw)
+    # latin-1 bytes in the header, and encoded words beside them, joined across the gap.
+    assert {"from:jörg", "subject:spécial", "subject:grüße"} <= found
+    assert "café" in found  # "utf-8" that isn't: read as latin-1, not dropped
+
+
 def test_broken_mime_and_unknown_charsets_still_tokenise():
     raw = (b"Subject: x\r\nContent-Type: text/plain; charset=x-no-such-charset\r\n"
            b"Content-Transfer-Encoding: base64\r\n\r\n!!!not base64 at all===\r\n\xff\xfe\r\n")

@@ -262,7 +262,7 @@ class CountCache:
     one plugin instance. A new generation (someone trained) empties it. Bounded: past
     MAX_ENTRIES it starts over rather than grow without end."""
 
-    MAX_ENTRIES = 500_000
+    MAX_ENTRIES = 200_000  # some 30 MB
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

@@ -39,6 +39,8 @@ MAX_PARTS = 100  # a message of thousands of tiny parts is itself the tell
 
 _WORD = re.compile(r"[^\W_](?:[\w$€£'.\-]*[^\W_])?")
 _URL = re.compile(r"(?i)\b(?:https?|ftp)://([^\s/:?#\"'<>]+)")
+_ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
+_BETWEEN_WORDS = re.compile(r"\?=\s+=\?")
 _TAG = re.compile(r"<[^>]*>")
 _HIDDEN = re.compile(r"(?is)<(style|script)\b.*?</\1\s*>|<!--.*?-->")
 
@@ -56,14 +58,21 @@ def words(text: str) -> Iterator[str]:
             yield word
 
 
+def _decoded_word(match: re.Match[str]) -> str:
+    try:
+        return str(email.header.make_header(email.header.decode_header(match.group())))
+    except (ValueError, LookupError, UnicodeError):
+        return match.group()
+
+
 def decoded_header(value: str) -> str:
-    """RFC 2047 encoded words decoded; the text as it is if they can't be."""
+    """RFC 2047 encoded words decoded, one by one (so 8-bit text beside them doesn't
+    stop it); each one that can't be decoded stays as it is."""
     if "=?" not in value:
         return value
-    try:
-        return str(email.header.make_header(email.header.decode_header(value)))
-    except (ValueError, LookupError, UnicodeError):
-        return value
+    # RFC 2047 6.2: white space between two encoded words is not text.
+    joined = _BETWEEN_WORDS.sub("?==?", value)
+    return _ENCODED_WORD.sub(_decoded_word, joined)
 
 
 def header_tokens(name: str, value: str) -> Iterator[str]:
@@ -93,10 +102,21 @@ def header_tokens(name: str, value: str) -> Iterator[str]:
 
 
 def _charset_text(payload: bytes, charset: str | None) -> str:
-    try:
-        return payload.decode(charset or "us-ascii", "replace")
-    except LookupError:  # a charset Python doesn't know: most such text is latin-1-ish
-        return payload.decode("latin-1")
+    """Text in its declared charset; when that is wrong or unknown, UTF-8, and failing
+    that latin-1 (every byte is a character): 8-bit spam often lies about its charset."""
+    for candidate in (charset or "us-ascii", "utf-8"):
+        try:
+            return payload.decode(candidate)
+        except (LookupError, UnicodeDecodeError):
+            continue
+    return payload.decode("latin-1")
+
+
+def raw_header_text(value: str) -> str:
+    """A field as the parser kept it (8-bit bytes as surrogates): UTF-8 if it is, else
+    latin-1."""
+    data = value.encode("ascii", "surrogateescape")
+    return _charset_text(data, "utf-8")
 
 
 def part_text(part: email.message.Message) -> str:
@@ -165,10 +185,9 @@ def tokens(raw: bytes) -> frozenset[str]:
     """The tokens of one message (bytes as on the wire or in a file; CRLF or LF)."""
     message = email.message_from_bytes(raw, policy=email.policy.compat32)
     found: set[str] = set()
-    for name, value in message.items():
+    for name, value in message.raw_items():
         name = name.lower()
         if name in HEADER_FIELDS:
-            # str(): 8-bit header bytes come back as an email.header.Header.
-            found.update(header_tokens(name, str(value)))
+            found.update(header_tokens(name, raw_header_text(value)))
     found.update(body_tokens(message))
     return frozenset(found)
