@@ -278,6 +278,23 @@ def test_scoring_threads_and_a_training_thread_share_the_file(tmp_path):
         _store.Store(db).read(["casino"])[1]
 
 
+def test_a_database_made_anew_is_opened_anew_and_a_missing_one_raises(tmp_path):
+    db = tmp_path / "bayes.sqlite"
+    train_store(db, TRAIN.spam[:10], TRAIN.ham[:10])
+    filter_ = plugin(db)
+    assert tag(check(filter_, TEST.spam[0])) is not None
+    # Started over while the plugin runs (removed with its -wal and -shm, then trained
+    # anew with the classes swapped): the same totals and generation, another database.
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(db) + suffix).unlink(missing_ok=True)
+    train_store(db, TRAIN.ham[:10], TRAIN.spam[:10])
+    value = tag(check(filter_, TEST.spam[0]))
+    assert value is not None and value.startswith("ham;")
+    db.unlink()
+    with pytest.raises(_store.StoreError, match="no such database"):
+        check(filter_, TEST.spam[0])  # the hook raises: on_error decides
+
+
 # -- untrained -------------------------------------------------------------------------
 
 def test_an_untrained_database_passes_mail_untouched_and_says_so_once(tmp_path, caplog):

@@ -15,9 +15,10 @@ process and the ``train``/``forget`` command.
   transaction (one snapshot), the counts with a single ``SELECT`` that joins the
   message's token list (``json_each``) to the table: no per-token round trips and no
   limit on the number of bound parameters.
-- ``meta.generation`` goes up with every training commit. The plugin keeps the counts it
-  read, valid for that generation only (CountCache): while nobody trains, a message
-  reads only the tokens not seen before.
+- ``meta.generation`` goes up with every training commit (and ``meta.id`` is random for
+  each database made). The plugin keeps the counts it read, valid for that id and
+  generation only (CountCache): while nobody trains, a message reads only the tokens not
+  seen before.
 - Training remembers what it trained (``trained``: a SHA-256 of the message with LF line
   ends, and its class), so training a message twice counts it once, training it as the
   other class moves it, and ``forget`` takes away only what was trained.
@@ -54,7 +55,8 @@ CREATE TABLE IF NOT EXISTS trained (
     digest TEXT PRIMARY KEY,     -- sha256 of the message, LF line ends
     class TEXT NOT NULL          -- spam | ham
 ) WITHOUT ROWID;
-INSERT OR IGNORE INTO meta VALUES ('nspam', 0), ('nham', 0), ('generation', 0);
+INSERT OR IGNORE INTO meta VALUES ('nspam', 0), ('nham', 0), ('generation', 0),
+    ('id', abs(random()));     -- this database, made anew, is another one to a cache
 """
 
 _ADD = ("INSERT INTO tokens (token, spam, ham) VALUES (?, ?, ?) ON CONFLICT (token) "
@@ -74,7 +76,7 @@ def digest(raw: bytes) -> str:
 class Totals:
     nspam: int
     nham: int
-    generation: int
+    generation: tuple[int, int]  # (the database's id, its training commits)
 
 
 @dataclass
@@ -142,7 +144,7 @@ class Store:
     def _totals(db: sqlite3.Connection) -> Totals:
         values = dict(db.execute("SELECT key, value FROM meta").fetchall())
         return Totals(values.get("nspam", 0), values.get("nham", 0),
-                      values.get("generation", 0))
+                      (values.get("id", 0), values.get("generation", 0)))
 
     def totals(self) -> Totals:
         with self.connect() as db:
@@ -266,10 +268,10 @@ class CountCache:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._generation = -1
+        self._generation = (-1, -1)
         self._counts: dict[str, Counts] = {}
 
-    def lookup(self, generation: int, tokens: list[str]) -> tuple[dict[str, Counts], list[str]]:
+    def lookup(self, generation: tuple[int, int], tokens: list[str]) -> tuple[dict[str, Counts], list[str]]:
         """(counts known for this generation, tokens it doesn't know)."""
         with self._lock:
             if generation != self._generation:
@@ -281,7 +283,7 @@ class CountCache:
         # from the result, as the database's answer would.
         return {t: c for t, c in known.items() if c != (0, 0)}, missing
 
-    def store(self, generation: int, asked: list[str], found: dict[str, Counts]) -> None:
+    def store(self, generation: tuple[int, int], asked: list[str], found: dict[str, Counts]) -> None:
         with self._lock:
             # Another generation (newer, or a database made anew): start over. While
             # someone trains, sessions with older and newer snapshots may take turns
