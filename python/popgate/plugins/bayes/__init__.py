@@ -17,11 +17,12 @@ fields already in the message (a sender's forgery) are replaced.
     evidence = false
     min_messages = 10
 
-Training (exit status 0 done, 2 usage error)::
+Training and asking (exit status 0 done, 2 usage error; ``score``: 0 ham, 1 spam,
+3 unsure, 4 not trained enough, 2 usage error)::
 
     python3 -m popgate.plugins.bayes train --db PATH --spam PATH... --ham PATH...
     python3 -m popgate.plugins.bayes forget --db PATH --spam PATH... --ham PATH...
-    python3 -m popgate.plugins.bayes score --db PATH FILE    # 0 ham, 1 spam, 3 unsure
+    python3 -m popgate.plugins.bayes score --db PATH FILE
 
 Each PATH is a Maildir, an mbox, an .eml file, or a directory of them. Training runs
 while popgate scores: the database is one sqlite3 file in WAL mode, where readers never
@@ -32,8 +33,8 @@ changes); it notices training without a reload.
 Why ``message`` is a plain (sync) function: the work is CPU (tokenising) and blocking
 sqlite3 calls, which would stall every other ``async def`` hook on popgate's one asyncio
 loop. popgate runs sync hooks on its own bounded pool of threads, off the I/O threads
-(DESIGN.md, "Running"), and sqlite3 lets go of the GIL while it reads; each call opens its
-own connection, so threads never share one.
+(DESIGN.md, "Running"), and sqlite3 lets go of the GIL while it reads; each thread has
+its own connection (_store), so threads never share one.
 """
 
 from __future__ import annotations
