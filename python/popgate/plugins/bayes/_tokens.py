@@ -171,7 +171,7 @@ def body_tokens(message: email.message.Message) -> Iterator[str]:
         if encoding in ("base64", "quoted-printable"):
             yield f"part:encoding:{encoding}"
         text = part_text(part)
-        for host in _URL.findall(text):
+        for host in _URL.findall(text) if "://" in text else ():  # the test is cheaper
             labels = host.lower().strip(".").split(".")
             for i in range(max(len(labels) - 1, 1)):
                 yield f"url:{'.'.join(labels[i:])}"
