@@ -246,8 +246,9 @@ def test_an_untrained_db_passes_mail_untouched_with_one_log_line(tmp_path, mails
     ({"threshold": 0.5}, "unknown option threshold"),
 ])
 def test_a_bad_option_stops_start_up_with_exit_2(tmp_path, mailstore, options, expected):
-    full = {"db": str(tmp_path / "bayes.sqlite"), **options} if "db" not in options and \
-        options else options
+    full = dict(options)
+    if options and "db" not in options:  # a good db beside the bad option
+        full["db"] = str(tmp_path / "bayes.sqlite")
     with pytest.raises(PopgateError) as failure:
         start(tmp_path, mailstore.address, full)
     text = str(failure.value)
