@@ -165,6 +165,14 @@ def test_html_is_stripped_and_attachments_give_only_type_and_name():
             "attachment:type:application/octet-stream", "attachment:ext:bin"} <= found
     assert "secretword" not in found and "hiddenword" not in found
     assert "multipart:mixed" in found and "content-type:multipart/mixed" in found
+    # A message that is one attachment and nothing else.
+    whole = (b"Subject: scan\r\nContent-Type: application/pdf\r\n"
+             b'Content-Disposition: attachment; filename="scan.pdf"\r\n'
+             b"Content-Transfer-Encoding: base64\r\n\r\n" +
+             base64.encodebytes(b"hiddenword " * 20).replace(b"\n", b"\r\n"))
+    assert _tokens.tokens(whole) == {"subject:scan", "content-type:application/pdf",
+                                     "attachment:type:application/pdf", "attachment:ext:pdf",
+                                     "attachment:name:scan"}
 
 
 def test_words_long_short_and_header_prefixes():

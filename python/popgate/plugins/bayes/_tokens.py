@@ -157,15 +157,12 @@ def body_tokens(message: email.message.Message) -> Iterator[str]:
         if part.is_multipart():
             yield f"multipart:{part.get_content_subtype()}"
             continue
-        if part is not message and _is_attachment(part):
+        if _is_attachment(part):  # also a one-part message that is all attachment
             yield from _attachment_tokens(part)
             continue
         subtype = part.get_content_subtype()
-        if part.get_content_maintype() != "text" or subtype not in ("plain", "html"):
-            if part is message:  # a one-part message that is all attachment
-                yield from _attachment_tokens(part)
-            else:
-                yield f"part:type:{part.get_content_type()}"
+        if subtype not in ("plain", "html"):  # inline text/calendar, text/csv...
+            yield f"part:type:{part.get_content_type()}"
             continue
         encoding = (part.get("Content-Transfer-Encoding") or "").strip().lower()
         if encoding in ("base64", "quoted-printable"):
