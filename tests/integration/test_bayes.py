@@ -236,6 +236,22 @@ def test_an_untrained_db_passes_mail_untouched_with_one_log_line(tmp_path, mails
     assert db.is_file()
 
 
+def test_a_database_gone_meanwhile_follows_on_error(tmp_path, mailstore, trained_db):
+    db = tmp_path / "bayes.sqlite"
+    db.write_bytes(trained_db.read_bytes())  # a copy: this test removes it
+    with start(tmp_path, mailstore.address, {"db": db, "on_error": "tempfail"}) as pg:
+        p = login(pg.port)
+        assert tags(retr(p, 1))[0][0] == "spam"
+        db.unlink()
+        with pytest.raises(poplib.error_proto, match=r"\[SYS/TEMP\]"):
+            retr(p, 2)
+        p.quit()
+        pg.wait_for_log(r"python plugin python:popgate.plugins.bayes raised in message")
+        assert "no such database" in pg.log
+    mailstore.wait_until_idle("dave")
+    assert mailstore.message_count("dave") == len(MAILBOX)
+
+
 @pytest.mark.parametrize("options, expected", [
     ({}, "option db is required"),
     ({"db": "bayes.sqlite"}, "option db must be an absolute path"),

@@ -352,6 +352,14 @@ def test_popgate_check_on_eml_files_prints_the_field(run, trained_db, tmp_path):
     assert lines[2].startswith("+ X-Popgate-Bayes-Evidence: '")
 
 
+def test_popgate_check_with_an_untrained_database_prints_pass_alone(run, tmp_path):
+    eml = bc.write_eml(tmp_path / "eml", TEST.spam[:1])[0]
+    done = run("popgate", "check", "python:popgate.plugins.bayes", eml,
+               "--option", f"db={tmp_path / 'new.sqlite'}")
+    assert (done.returncode, done.stdout) == (0, b"pass\n"), done.stderr
+    assert (tmp_path / "new.sqlite").is_file()
+
+
 @pytest.mark.parametrize("options, expected", [
     ([], "option db is required"),
     (["db=relative.sqlite"], "option db must be an absolute path"),

@@ -13,8 +13,9 @@ process and the ``train``/``forget`` command.
   connections close with it.
 - Scoring reads the two message totals and every token's counts in one read
   transaction (one snapshot), the counts with a single ``SELECT`` that joins the
-  message's token list (``json_each``) to the table: no per-token round trips and no
-  limit on the number of bound parameters.
+  message's token list (``json_each``, built into sqlite since 3.38; Debian 12 has
+  3.40) to the table: no per-token round trips and no limit on the number of bound
+  parameters.
 - ``meta.generation`` goes up with every training commit (and ``meta.id`` is random for
   each database made). The plugin keeps the counts it read, valid for that id and
   generation only (CountCache): while nobody trains, a message reads only the tokens not
