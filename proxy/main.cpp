@@ -60,6 +60,15 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "popgate: %s\n", error.what());
     return kExitConfig;
   }
+  // Before any plugin is made: what plugins log while they start (a Python plugin's
+  // configure, a chain warning) goes to popgate's log on stderr, not spdlog's default
+  // logger on stdout.
+  auto logger = spdlog::stderr_color_mt("popgate");
+  spdlog::set_default_logger(logger);
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  spdlog::set_level(ToSpdlog(config.log_level));
+  spdlog::flush_on(spdlog::level::info);
+
   plugins::RegisterBuiltinPlugins();
   // Only with a Python plugin configured. Declared before the chain, whose factories
   // call into it, and before the I/O threads, whose sessions hold plugin instances.
@@ -78,12 +87,6 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "popgate: %s\n", error.what());
     return kExitConfig;
   }
-
-  auto logger = spdlog::stderr_color_mt("popgate");
-  spdlog::set_default_logger(logger);
-  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
-  spdlog::set_level(ToSpdlog(config.log_level));
-  spdlog::flush_on(spdlog::level::info);
 
   unsigned threads =
       config.threads ? config.threads : std::max(1u, std::thread::hardware_concurrency());

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <string>
+#include <string_view>
 
 namespace popgate {
 namespace {
@@ -52,7 +53,17 @@ PythonLoader PythonLoaderFor(bindings::PythonRuntime& runtime) {
     own.erase("class");
     // The chain's: configure() gets the plugin's own options only (DESIGN.md).
     for (auto key : filter::kCommonOptionKeys) own.erase(std::string(key));
-    return runtime.Load(spec.use, ResolvedUse(spec), class_name, own);
+    try {
+      return runtime.Load(spec.use, ResolvedUse(spec), class_name, own);
+    } catch (const bindings::PythonPluginError& error) {
+      // Where in the config, and the error itself, on the first line (as for any other
+      // plugin); the traceback after it, whole: the plugin's author needs every line.
+      std::string_view traceback = error.what();
+      while (traceback.ends_with('\n')) traceback.remove_suffix(1);
+      std::string_view last = traceback.substr(traceback.rfind('\n') + 1);
+      throw bindings::PythonPluginError(spec.origin + ": plugin " + spec.use + ": " +
+                                        std::string(last) + "\n" + std::string(traceback));
+    }
   };
 }
 

@@ -271,6 +271,25 @@ def test_a_plugin_that_cannot_load_stops_start_up_with_its_traceback(tmp_path, m
     assert expected in text, text
     stderr = text.split("stderr:", 1)[1]
     assert "listening on" not in stderr, stderr
+    # The first line says where in the config, as for any other plugin, and what failed.
+    first = stderr.strip().splitlines()[0]
+    assert first.startswith(f"popgate: {tmp_path / 'popgate.toml'}:5: plugin {path}: "), first
+    assert expected in first, first
+
+
+def test_what_a_plugin_logs_while_it_starts_is_in_popgates_log(tmp_path, mailstore):
+    path = plugin_file(tmp_path, "chatty.py", """
+        import logging
+        import popgate
+
+        class Chatty(popgate.Plugin):
+            def configure(self, options):
+                logging.getLogger("chatty").warning("service not answering yet")
+    """)
+    with start(tmp_path, mailstore.address, [{"use": str(path)}]) as pg:
+        # On stderr with popgate's own lines, before it listens, not on stdout.
+        assert re.search(r"(?m)^\S+ warning python chatty: service not answering yet$",
+                         pg.log.split("listening on")[0]), pg.log
 
 
 SLEEPERS = {
