@@ -79,6 +79,7 @@ sys.path.insert(0, str(REPO / "tests" / "support"))
 
 from pgtest import mailbox  # noqa: E402
 from pgtest.dovecot import Dovecot, free_port  # noqa: E402
+from pgtest.spamd import Spamd  # noqa: E402
 from pgtest.tlsca import TestCA  # noqa: E402
 
 USERS = {"small": "Sm4ll-bench", "large": "L4rge-bench"}
@@ -229,6 +230,11 @@ class Target:
     # A header field a plugin adds to every message (b"Name: value"): messages then differ
     # from LIST's sizes and from the direct digest by exactly that field.
     added_field: bytes | None = None
+    # A filter that tags every message with fields of its own (spam scores): messages
+    # then differ from the direct fetch by fields added to the header block only.
+    tags: tuple[bytes, ...] = ()
+    # A service the proxy's plugin calls (spamd): its CPU is counted beside the proxy's.
+    service_pid: int | None = None
 
     @property
     def label(self) -> str:
@@ -295,13 +301,20 @@ class Popgate(ProcessTarget):
 
     def __init__(self, binary: Path, upstream: str, threads: int, workdir: Path, name: str = "popgate",
                  tls_args: tuple[str, ...] = (), listen_ca: Path | None = None,
-                 plugin: str | None = None, added_field: bytes | None = None):
+                 plugin: str | None = None, added_field: bytes | None = None,
+                 plugin_tables: str = "", tags: tuple[bytes, ...] = (),
+                 service_pid: int | None = None):
         """tls_args: popgate's TLS flags; listen_ca: the CA of its --listen-tls implicit
         certificate (the loadgen then speaks TLS to it); plugin: a --plugin value, and
-        added_field the header field it adds to every message (if any)."""
+        added_field the header field it adds to every message (if any); plugin_tables:
+        [[plugin]] tables for a config file (plugins with options), tags the names of the
+        fields they add to every message, service_pid the service they call."""
         self.name = f"{name}-t{threads}"
         self.plugin = plugin
         self.added_field = added_field
+        self.plugin_tables = plugin_tables
+        self.tags = tags
+        self.service_pid = service_pid
         self.binary = binary
         self.upstream = upstream
         self.threads = threads
@@ -315,9 +328,15 @@ class Popgate(ProcessTarget):
         self.port = free_port()
         self.log_path = self.workdir / f"{self.name.replace('/', '-')}.stderr"
         self.errlog = open(self.log_path, "ab")
+        config: tuple[str, ...] = ()
+        if self.plugin_tables:  # the flags override the file's listen and upstream
+            path = self.workdir / f"{self.name.replace('/', '-')}.toml"
+            path.write_text(f'[upstream]\naddress = "{self.upstream}"\n{self.plugin_tables}')
+            config = ("-c", str(path))
         self.proc = subprocess.Popen(
-            [str(self.binary), "--listen", f"127.0.0.1:{self.port}", "--upstream", self.upstream,
-             "--threads", str(self.threads), "--max-sessions", "20000", "--log-level", "warn",
+            [str(self.binary), *config, "--listen", f"127.0.0.1:{self.port}", "--upstream",
+             self.upstream, "--threads", str(self.threads), "--max-sessions", "20000",
+             "--log-level", "warn",
              *self.tls_args, *(("--plugin", self.plugin) if self.plugin else ())],
             stdin=subprocess.DEVNULL, stdout=self.errlog, stderr=self.errlog)
         if self.listen_ca:
@@ -509,7 +528,7 @@ class Bench:
                "--pass", USERS[user], *argv]
         if target.tls_client:
             cmd += ["--tls", "--ca", str(self.ca.cert), "--server-name", "localhost"]
-        if target.added_field:
+        if target.added_field or target.tags:
             cmd.append("--no-list-check")  # messages come out larger than LIST says
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
@@ -527,6 +546,7 @@ class Bench:
         pids = target.pids()
         cpu0 = target.cpu_seconds()
         dovecot0 = tree_cpu_seconds(self.dovecot.pid)
+        service0 = tree_cpu_seconds(target.service_pid) if target.service_pid else 0.0
         busy0, t0 = machine_busy_seconds(), time.monotonic()
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         r = self.loadgen_run(target, user, [
@@ -535,12 +555,15 @@ class Bench:
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         busy1, t1 = machine_busy_seconds(), time.monotonic()
         dovecot_cpu = tree_cpu_seconds(self.dovecot.pid) - dovecot0
+        service_cpu = (tree_cpu_seconds(target.service_pid) - service0
+                       if target.service_pid else 0.0)
         cpu1 = target.cpu_seconds()
         r["proxy_cpu_s"] = cpu1 - cpu0 if pids else None
         gb = r["payload_bytes"] / 1e9
         r["proxy_cpu_s_per_gb"] = (r["proxy_cpu_s"] / gb) if pids and gb > 0 else None
         loadgen_cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
-        ours = loadgen_cpu + dovecot_cpu + (r["proxy_cpu_s"] or 0)
+        ours = loadgen_cpu + dovecot_cpu + service_cpu + (r["proxy_cpu_s"] or 0)
+        r["service_cpu_s"] = service_cpu if target.service_pid else None
         # CPU used by anything outside the benchmark during the cell, as a share of the
         # machine: other jobs on a shared machine make figures lower than they should be.
         r["other_load_pct"] = max(0.0, busy1 - busy0 - ours) / ((t1 - t0) * os.cpu_count()) * 100
@@ -601,7 +624,8 @@ def table(results: list[dict], direct: dict) -> str:
     return "\n".join(rows)
 
 
-PLUGIN_PREFIXES = ("popgate-so-", "popgate-py-", "popgate-keep-")
+PLUGIN_PREFIXES = ("popgate-so-", "popgate-py-", "popgate-keep-", "popgate-bayes-",
+                   "popgate-spamtag-")
 
 
 def overhead_table(results: list[dict]) -> str:
@@ -629,6 +653,30 @@ def overhead_table(results: list[dict]) -> str:
                     f"| {fmt(ratio(r['messages_per_s'], base['messages_per_s']), 3)} "
                     f"| {fmt(ratio(r['messages_per_s'], twin['messages_per_s']), 3) if twin else '-'} "
                     f"| {fmt(r['proxy_cpu_s_per_gb'], 2)} | {fmt(base['proxy_cpu_s_per_gb'], 2)} |")
+    return "\n".join(rows) if len(rows) > 2 else ""
+
+
+def filters_table(results: list[dict]) -> str:
+    """The bayes plugin against spam_tag (spamd) cell by cell: messages/s and the CPU
+    each message costs, popgate's and spamd's."""
+    by_cell = {(r["user"], r["sessions"], r["target"]): r for r in results}
+    rows = ["| mailbox | sessions | target | msg/s | popgate CPU ms/msg | service CPU ms/msg "
+            "| bayes vs spam_tag (msg/s) |",
+            "| --- | ---: | --- | ---: | ---: | ---: | ---: |"]
+    for r in results:
+        if not r["target"].startswith(("popgate-bayes-", "popgate-spamtag-")):
+            continue
+        msgs = r.get("messages", 0)
+        per = (lambda cpu: fmt(cpu * 1000 / msgs, 2) if cpu is not None and msgs else "-")
+        ratio = "-"
+        if r["target"].startswith("popgate-bayes-"):
+            twin = by_cell.get((r["user"], r["sessions"],
+                                r["target"].replace("popgate-bayes-", "popgate-spamtag-", 1)))
+            if twin and twin["messages_per_s"]:
+                ratio = fmt(r["messages_per_s"] / twin["messages_per_s"], 1)
+        rows.append(f"| {r['mailbox']} | {r['sessions']} | {r['target']} "
+                    f"| {fmt(r['messages_per_s'])} | {per(r['proxy_cpu_s'])} "
+                    f"| {per(r.get('service_cpu_s'))} | {ratio} |")
     return "\n".join(rows) if len(rows) > 2 else ""
 
 
@@ -685,11 +733,12 @@ def verify_targets(bench: Bench, targets: list[Target], reference: dict[str, str
         target.start()
         for user in USERS:
             v = bench.verify(target, user)
-            if target.added_field:
+            if target.added_field or target.tags:
                 # The digest differs by the added field: compare message by message instead.
                 if v["errors"]:
                     problems.append(f"{target.name}/{user}: errors {v['errors']} {v['first_error']}")
-                problems.extend(check_added_field(bench, target, user))
+                problems.extend(check_added_field(bench, target, user) if target.added_field
+                                else check_tagged(bench, target, user))
             elif v["errors"] or v["digest"] != reference[user]:
                 problems.append(
                     f"{target.name}/{user}: digest {v['digest']} vs direct {reference[user]}, "
@@ -721,6 +770,52 @@ def check_added_field(bench: Bench, target: Target, user: str) -> list[str]:
         if lines != expected or octets != plain_octets + len(field) + 2:
             return [f"{target.name}/{user}: message {n} is not the direct fetch plus "
                     f"{field.decode()} ({octets} octets, direct {plain_octets})"]
+    return []
+
+
+def trained_bayes_db(work: Path, popgate: Path) -> Path:
+    """A bayes database trained on 200 spam and 200 ham of the tests' generated corpus,
+    with the plugin's own command, from the package beside the popgate binary."""
+    from pgtest import bayes_corpus
+
+    corpus = bayes_corpus.corpus(seed=1234, spam=200, ham=200, name="bench")
+    spam = bayes_corpus.write_maildir(work / "bayes-spam", corpus.spam)
+    ham = bayes_corpus.write_maildir(work / "bayes-ham", corpus.ham)
+    db = work / "bayes.sqlite"
+    log(f"training {db} on {len(corpus.spam)} spam and {len(corpus.ham)} ham")
+    subprocess.run(["/usr/bin/python3", "-m", "popgate.plugins.bayes", "train", "--db", str(db),
+                    "--spam", str(spam), "--ham", str(ham)], check=True, capture_output=True,
+                   env={**os.environ, "PYTHONPATH": str(popgate.parent / "python")})
+    return db
+
+
+def check_tagged(bench: Bench, target: Target, user: str) -> list[str]:
+    """Every message through `target` must be the direct fetch, its body byte for byte,
+    with at most fields named in target.tags added to its header block (and its Subject
+    prefixed); in the small mailbox every message must carry them all (large messages may
+    pass a filter's size limit untagged)."""
+    via, direct = fetch_all(target.port, user), fetch_all(bench.dovecot.port, user)
+    if len(via) != len(direct):
+        return [f"{target.name}/{user}: {len(via)} messages, direct {len(direct)}"]
+    tags = tuple(t.lower() + b":" for t in target.tags)
+    for n, ((lines, _), (plain, _)) in enumerate(zip(via, direct), 1):
+        cut, plain_cut = lines.index(b""), plain.index(b"")
+        head = [line for line in lines[:cut] if not line.lower().startswith(b"subject:")]
+        ours, theirs = [], []
+        for line in head:  # a folded tag's continuation lines belong to it
+            is_tag = line.lower().startswith(tags) or (line[:1] in b" \t" and bool(ours)
+                                                         and ours[-1] is not None)
+            ours.append(line if is_tag else None)
+            if not is_tag:
+                theirs.append(line)
+        plain_head = [line for line in plain[:plain_cut]
+                      if not line.lower().startswith(b"subject:")]
+        found = {line.split(b":", 1)[0].lower() + b":" for line in ours if line and b":" in line}
+        missing = [t.decode() for t in tags if t not in found] if user == "small" else []
+        if lines[cut:] != plain[plain_cut:] or theirs != plain_head or missing:
+            return [f"{target.name}/{user}: message {n} is not the direct fetch with "
+                    f"{', '.join(t.decode() for t in target.tags)} added to its header block"
+                    + (f" (missing: {missing})" if missing else "")]
     return []
 
 
@@ -834,6 +929,8 @@ def main() -> int:
     tls_targets: list[Target] = []
     verify_problems: list[str] = []
     tls_version = ""
+    spamd: Spamd | None = None  # for popgate-spamtag, started with it
+    bayes_db: Path | None = None  # for popgate-bayes, trained once
     try:
         log("starting Dovecot and writing the mailboxes")
         dovecot.start()
@@ -865,6 +962,23 @@ def main() -> int:
                 if "popgate-keep" in kinds:
                     targets.append(Popgate(Path(args.popgate), dovecot.address, n, work,
                                            name="popgate-keep", plugin="keep_on_server"))
+                if "popgate-bayes" in kinds:
+                    db = bayes_db or (bayes_db := trained_bayes_db(work, Path(args.popgate)))
+                    targets.append(Popgate(
+                        Path(args.popgate), dovecot.address, n, work, name="popgate-bayes",
+                        plugin_tables=f'[[plugin]]\nuse = "python:popgate.plugins.bayes"\n'
+                                      f'db = "{db}"\n', tags=(b"X-Popgate-Bayes",)))
+                if "popgate-spamtag" in kinds:
+                    if spamd is None:
+                        log("starting spamd for popgate-spamtag")
+                        # Its own directory: spamd's user can't enter the run's (0700).
+                        spamd = Spamd(max_children=2).start()
+                    targets.append(Popgate(
+                        Path(args.popgate), dovecot.address, n, work, name="popgate-spamtag",
+                        plugin_tables=f'[[plugin]]\nuse = "spam_tag"\nspamd = "{spamd.address}"\n',
+                        tags=(b"X-Spam-Checker-Version", b"X-Spam-Flag", b"X-Spam-Level",
+                              b"X-Spam-Status", b"X-Spam-Score"),
+                        service_pid=spamd.proc.pid))
                 for extra in args.extra_popgate:
                     name, _, path = extra.partition("=")
                     targets.append(Popgate(Path(path), dovecot.address, n, work, name=name))
@@ -943,6 +1057,9 @@ def main() -> int:
                 t.stop()
             except Exception:  # noqa: BLE001 - best effort on the way out
                 pass
+        if spamd is not None:
+            spamd.stop()
+            spamd.cleanup()
         dovecot.stop()
 
     order = {t.name: i for i, t in enumerate(sorted(targets, key=lambda t: (t.kind != "direct", t.kind != "popgate", t.name)))}
@@ -1005,6 +1122,20 @@ def main() -> int:
                 "Python plugin over the C++ one.",
                 "",
                 overhead,
+                "",
+            ]
+        filters = filters_table(results)
+        if filters:
+            report += [
+                "## Spam filters: bayes (Python) against spam_tag (spamd)",
+                "",
+                "`popgate-bayes-tN` runs python:popgate.plugins.bayes with a database trained "
+                "on 200 spam and 200 ham of the tests' generated corpus (each message is "
+                "tokenised and scored; sqlite read once per message); `popgate-spamtag-tN` "
+                "runs spam_tag against a private spamd (2 children). Service CPU is spamd's "
+                "processes'; the messages' content is the benchmark's, unlike either corpus.",
+                "",
+                filters,
                 "",
             ]
         report += [

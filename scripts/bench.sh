@@ -23,7 +23,7 @@ if [[ -z "${POPGATE_BIN:-}" || -z "${LOADGEN_BIN:-}" ]]; then
       -DPython3_EXECUTABLE=/usr/bin/python3 >/dev/null
   fi
   # popgate_add_header: the .so plugin of the popgate-so target (tests/so_plugin).
-  ninja -C "$build" popgate popgate_loadgen popgate_add_header popgate_python_package >/dev/null
+  ninja -C "$build" popgate popgate_loadgen popgate_add_header popgate_python_package _popgate >/dev/null
   export POPGATE_BIN="${POPGATE_BIN:-$build/popgate}"
   export LOADGEN_BIN="${LOADGEN_BIN:-$build/popgate_loadgen}"
 fi
