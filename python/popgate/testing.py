@@ -12,7 +12,7 @@ The message goes through what the proxy would do to it: line ends made CRLF (as 
 multi-line decoder writes them), cut as ``TOP n`` would when `top` is given, cut to the
 header block and its blank line for a headers-only plugin. Then configure (for a class or a
 path), session_start, message, message_done and session_end run in order, async hooks on
-one event loop.
+one event loop, then, for a plugin check made itself (from a class or a path), done().
 """
 
 from __future__ import annotations
@@ -174,4 +174,17 @@ def check(plugin: PluginSpec, data_or_path: bytes | bytearray | str | os.PathLik
     msg = message(_message_bytes(data_or_path), top=top, headers_only=headers_only)
     name = (os.fspath(plugin) if isinstance(plugin, (str, os.PathLike))
             else type(instance).__name__)
-    return asyncio.run(_run(instance, msg, session(), name))
+    # A plugin check made is retired after its message, as popgate retires one at
+    # shutdown: done() closes what it kept open (a service's connections), on the same
+    # loop. An instance handed in stays the caller's.
+    retire = instance is not plugin
+    return asyncio.run(_run_and_retire(instance, msg, session(), name, retire))
+
+
+async def _run_and_retire(plugin: Plugin, msg: Message, sess: Session, decided_by: str,
+                          retire: bool) -> CheckResult:
+    try:
+        return await _run(plugin, msg, sess, decided_by)
+    finally:
+        if retire and "done" in _loader.hooks_of(plugin):
+            await _call(plugin, "done")

@@ -164,6 +164,28 @@ def test_every_hook_runs_in_order_with_a_report():
     ]
 
 
+def test_a_plugin_check_made_is_retired_with_done_on_the_same_loop():
+    import asyncio
+    events = []
+
+    class Keeps(popgate.Plugin):
+        async def message(self, session, msg):
+            self.loop = asyncio.get_running_loop()  # where its connections would live
+
+        def session_end(self, session):
+            events.append("session_end")
+
+        async def done(self):
+            events.append(("done", asyncio.get_running_loop() is self.loop))
+
+    testing.check(Keeps, MESSAGE)
+    assert events == ["session_end", ("done", True)]
+    events.clear()
+    instance = Keeps()
+    testing.check(instance, MESSAGE)
+    assert events == ["session_end"]  # an instance handed in stays the caller's
+
+
 def test_async_message_hook():
     class Async(popgate.Plugin):
         async def message(self, session, msg):
