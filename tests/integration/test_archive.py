@@ -21,6 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from pgtest import pop3
+from pgtest.pop3 import retr
+from pgtest.config import start_popgate
 from pgtest.dovecot import Dovecot
 from pgtest.popgate import REPO, Popgate, PopgateError
 
@@ -57,21 +60,8 @@ def mailstore(dovecot):
     return dovecot
 
 
-def toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    return '"' + str(value) + '"'
-
-
 def start(tmp_path: Path, upstream: str, plugins: list[dict], extra: str = "") -> Popgate:
-    text = f'[upstream]\naddress = "{upstream}"\n[[listen]]\naddress = "127.0.0.1:0"\n'
-    for plugin in plugins:
-        text += "[[plugin]]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in plugin.items())
-    config = tmp_path / "popgate.toml"
-    config.write_text(text + extra)
-    return Popgate.start(["-c", str(config)])
+    return start_popgate(tmp_path, upstream, plugins, extra)
 
 
 def archive_plugin(path: Path, **options) -> dict:
@@ -80,14 +70,7 @@ def archive_plugin(path: Path, **options) -> dict:
 
 
 def login(port: int, user: str = "dave") -> poplib.POP3:
-    p = poplib.POP3("127.0.0.1", port, timeout=30)
-    p.user(user)
-    p.pass_(USERS[user])
-    return p
-
-
-def retr(p: poplib.POP3, number: int) -> bytes:
-    return b"\r\n".join(p.retr(number)[1]) + b"\r\n"
+    return pop3.login(port, user, USERS[user])
 
 
 def copies(archive: Path, user: str = "dave") -> list[Path]:

@@ -22,7 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from pgtest.config import start_popgate
 from pgtest.dovecot import Dovecot
+from pgtest.pop3 import login, retr
 from pgtest.popgate import Popgate, PopgateError
 
 poplib._MAXLINE = 1 << 20
@@ -70,28 +72,11 @@ def mailstore(dovecot):
 
 
 def start(tmp_path: Path, upstream: str, plugins: list[str], quarantine: Path | None) -> Popgate:
-    text = f'[upstream]\naddress = "{upstream}"\n[[listen]]\naddress = "127.0.0.1:0"\n'
-    for plugin in plugins:
-        text += "[[plugin]]\n" + textwrap.dedent(plugin)
-    if quarantine is not None:
-        text += f'[quarantine]\npath = "{quarantine}"\n'
-    config = tmp_path / "popgate.toml"
-    config.write_text(text)
-    return Popgate.start(["-c", str(config)])
+    extra = f'[quarantine]\npath = "{quarantine}"\n' if quarantine is not None else ""
+    return start_popgate(tmp_path, upstream, plugins, extra)
 
 
 GUARD = 'use = "python:popgate.plugins.attachment_guard"\n'
-
-
-def login(port: int) -> poplib.POP3:
-    p = poplib.POP3("127.0.0.1", port, timeout=30)
-    p.user("dave")
-    p.pass_("pw")
-    return p
-
-
-def retr(p: poplib.POP3, number: int) -> bytes:
-    return b"\r\n".join(p.retr(number)[1]) + b"\r\n"
 
 
 def field(message: bytes, name: str) -> list[str]:

@@ -23,7 +23,9 @@ import pytest
 
 from pgtest.clamd import (EICAR, VIRUS_NAME, Clamd, FakeClamd, clean_message,
                           eicar_attachment_message, eicar_plain_message, padded)
+from pgtest.config import write_config
 from pgtest.dovecot import Dovecot
+from pgtest.pop3 import login, retr
 from pgtest.popgate import Popgate, PopgateError
 
 poplib._MAXLINE = 1 << 20
@@ -56,38 +58,14 @@ def clamd():
         yield cd
 
 
-def toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    return '"' + str(value) + '"'
-
-
 def config(tmp_path: Path, upstream: str, options: dict[str, object]) -> Path:
     quarantine = tmp_path / "quarantine"
-    text = (f'[upstream]\naddress = "{upstream}"\n[[listen]]\naddress = "127.0.0.1:0"\n'
-            f'[quarantine]\npath = "{quarantine}"\n'
-            f'[[plugin]]\nuse = "{PLUGIN}"\n' +
-            "".join(f"{key} = {toml_value(value)}\n" for key, value in options.items()))
-    path = tmp_path / "popgate.toml"
-    path.write_text(text)
-    return path
+    return write_config(tmp_path, upstream, [{"use": PLUGIN, **options}],
+                        f'[quarantine]\npath = "{quarantine}"\n')
 
 
 def start(tmp_path: Path, upstream: str, **options: object) -> Popgate:
     return Popgate.start(["-c", str(config(tmp_path, upstream, options))])
-
-
-def login(port: int) -> poplib.POP3:
-    p = poplib.POP3("127.0.0.1", port, timeout=30)
-    p.user("dave")
-    p.pass_(USERS["dave"])
-    return p
-
-
-def retr(p: poplib.POP3, number: int) -> bytes:
-    return b"\r\n".join(p.retr(number)[1]) + b"\r\n"
 
 
 def direct(mailstore: Dovecot) -> list[bytes]:

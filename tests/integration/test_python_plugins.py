@@ -22,8 +22,10 @@ from pathlib import Path
 
 import pytest
 
+from pgtest import pop3
+from pgtest.config import start_popgate
 from pgtest.dovecot import Dovecot
-from pgtest.popgate import Popgate, PopgateError
+from pgtest.popgate import PopgateError
 
 poplib._MAXLINE = 1 << 20
 
@@ -55,33 +57,12 @@ def plugin_file(tmp_path: Path, name: str, source: str) -> Path:
     return path
 
 
-def toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return str(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
-    return '"' + str(value) + '"'
-
-
-def start(tmp_path: Path, upstream: str, plugins: list[dict], extra: str = "",
-          args=(), env=None) -> Popgate:
-    text = f'[upstream]\naddress = "{upstream}"\n[[listen]]\naddress = "127.0.0.1:0"\n'
-    for plugin in plugins:
-        text += "[[plugin]]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in plugin.items())
-    config = tmp_path / "popgate.toml"
-    config.write_text(text + extra)
-    return Popgate.start(["-c", str(config), *args], env=env)
+# popgate on a config file with these [[plugin]] tables (dicts) and `extra` tables.
+start = start_popgate
 
 
 def login(port: int, timeout: float = 30) -> poplib.POP3:
-    p = poplib.POP3("127.0.0.1", port, timeout=timeout)
-    p.user("dave")
-    p.pass_("pw")
-    return p
+    return pop3.login(port, timeout=timeout)
 
 
 def direct(dovecot: Dovecot) -> poplib.POP3:

@@ -21,7 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from pgtest.config import start_popgate
 from pgtest.dovecot import Dovecot
+from pgtest.pop3 import login, retr
 from pgtest.popgate import Popgate, PopgateError
 from pgtest.rspamd import (STALL, FakeRspamd, Rspamd, check, gtube_message, ham_message,
                            http_answer, scan_answer)
@@ -56,33 +58,10 @@ def rspamd():
         yield rs
 
 
-def toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return str(value)
-    return '"' + str(value) + '"'
-
-
 def start(tmp_path: Path, upstream: str, url: str | None = None, extra: str = "",
           **options) -> Popgate:
     plugin = {"use": PLUGIN, **({"url": url} if url else {}), **options}
-    text = (f'[upstream]\naddress = "{upstream}"\n[[listen]]\naddress = "127.0.0.1:0"\n'
-            "[[plugin]]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in plugin.items()))
-    config = tmp_path / "popgate.toml"
-    config.write_text(text + extra)
-    return Popgate.start(["-c", str(config)])
-
-
-def login(port: int) -> poplib.POP3:
-    p = poplib.POP3("127.0.0.1", port, timeout=30)
-    p.user("dave")
-    p.pass_("pw")
-    return p
-
-
-def retr(p: poplib.POP3, number: int) -> bytes:
-    return b"\r\n".join(p.retr(number)[1]) + b"\r\n"
+    return start_popgate(tmp_path, upstream, [plugin], extra)
 
 
 def direct(mailstore: Dovecot, number: int) -> bytes:

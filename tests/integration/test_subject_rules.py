@@ -19,7 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from pgtest.config import start_popgate
 from pgtest.dovecot import Dovecot
+from pgtest.pop3 import login
 from pgtest.popgate import Popgate, PopgateError
 
 poplib._MAXLINE = 1 << 20
@@ -89,19 +91,8 @@ def write_rules(path: Path, text: str) -> Path:
 
 
 def start(tmp_path: Path, upstream: str, rules: Path, extra: str = "") -> Popgate:
-    config = tmp_path / "popgate.toml"
-    config.write_text(f'[upstream]\naddress = "{upstream}"\n'
-                      f'[[listen]]\naddress = "127.0.0.1:0"\n'
-                      f'[[plugin]]\nuse = "python:popgate.plugins.subject_rules"\n'
-                      f'rules = "{rules}"\n' + extra)
-    return Popgate.start(["-c", str(config)])
-
-
-def login(port: int) -> poplib.POP3:
-    p = poplib.POP3("127.0.0.1", port, timeout=30)
-    p.user("dave")
-    p.pass_("pw")
-    return p
+    plugin = {"use": "python:popgate.plugins.subject_rules", "rules": rules}
+    return start_popgate(tmp_path, upstream, [plugin], extra)
 
 
 def head(lines: list[bytes]) -> list[bytes]:
