@@ -4,7 +4,6 @@ failures raise), pruning, and the command line's output and exit codes."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import threading
@@ -188,16 +187,6 @@ def test_restore_to_a_new_maildir_and_the_exit_codes(run, eml, tmp_path):
     assert run("popgate.plugins.archive", "restore", "--path", root, "--to", target,
                "--eml").returncode == 2  # one or the other
 
-
-def test_the_plugin_passes_mypy_strict(python_dir: Path, tmp_path: Path):
-    if importlib.util.find_spec("mypy") is None:
-        pytest.skip("mypy is not installed (python3-mypy)")
-    source = python_dir / "popgate" / "plugins" / "archive.py"
-    env = dict(os.environ, MYPYPATH=str(python_dir))
-    done = subprocess.run(["/usr/bin/python3", "-m", "mypy", "--strict", "--no-incremental",
-                           "--cache-dir", str(tmp_path / "cache"), str(source)],
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_the_hook_prunes_again_when_the_interval_has_passed(tmp_path):

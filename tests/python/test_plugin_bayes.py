@@ -7,7 +7,6 @@ says so once; the command line's output and exit codes on Maildir, mbox and .eml
 from __future__ import annotations
 
 import base64
-import importlib.util
 import logging
 import os
 import sqlite3
@@ -491,14 +490,3 @@ def test_usage_errors_exit_2(run, tmp_path, trained_db, args, expected):
 
 
 # -- typing ---------------------------------------------------------------------------
-
-def test_the_plugin_passes_mypy_strict(python_dir: Path, tmp_path: Path):
-    if importlib.util.find_spec("mypy") is None:
-        pytest.skip("mypy is not installed (python3-mypy)")
-    sources = sorted((python_dir / "popgate" / "plugins" / "bayes").glob("*.py"))
-    assert len(sources) >= 5
-    env = dict(os.environ, MYPYPATH=str(python_dir))
-    done = subprocess.run(["/usr/bin/python3", "-m", "mypy", "--strict", "--no-incremental",
-                           "--cache-dir", str(tmp_path / "cache"), *map(str, sources)],
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
