@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 from .dovecot import free_port
+from .service import PrivateService
 
 CLAMD_BIN = os.environ.get("CLAMD_BIN", "/usr/sbin/clamd")
 
@@ -164,7 +165,7 @@ def instream(target: tuple[str, int] | str | os.PathLike, data: bytes,
 
 # -- the real clamd -------------------------------------------------------------------
 
-class Clamd:
+class Clamd(PrivateService):
     """A clamd on 127.0.0.1:port and/or a unix socket (after start()).
 
     tcp, unix_socket:   which sockets it listens on (at least one).
@@ -247,19 +248,6 @@ class Clamd:
         return (self.host, self.port) if self.tcp else self.socket_path
 
     # ------------------------------------------------------------ lifecycle
-    def __enter__(self) -> "Clamd":
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            self.cleanup()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-        self.cleanup()
-
     def config_text(self) -> str:
         lines = [
             "# Written by pgtest.clamd: private, offline, one EICAR signature.",

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Callable
 
 from .dovecot import free_port
+from .service import PrivateService
 
 RSPAMD_BIN = os.environ.get("RSPAMD_BIN", "/usr/bin/rspamd")
 RSPAMD_USER = "_rspamd"
@@ -187,7 +188,7 @@ def _group_members(pgid: int) -> list[int]:
     return members
 
 
-class Rspamd:
+class Rspamd(PrivateService):
     """A real rspamd whose normal worker listens on 127.0.0.1:port (after start()).
 
     extra_conf:    UCL appended to rspamd.conf (e.g. an ``actions { ... }`` block).
@@ -240,19 +241,6 @@ class Rspamd:
             time.sleep(0.05)
 
     # ------------------------------------------------------------ lifecycle
-    def __enter__(self) -> "Rspamd":
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            self.cleanup()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-        self.cleanup()
-
     @staticmethod
     def _owner() -> tuple[int, int] | None:
         """Who rspamd's workers run as: _rspamd when started by root."""

@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 from .dovecot import free_port
+from .service import PrivateService
 
 SPAMD_BIN = os.environ.get("SPAMD_BIN", "/usr/sbin/spamd")
 SITE_PRE_DIR = Path("/etc/spamassassin")
@@ -144,7 +145,7 @@ def _group_members(pgid: int) -> list[int]:
     return members
 
 
-class Spamd:
+class Spamd(PrivateService):
     """A spamd on 127.0.0.1:port (after start()).
 
     port:          fixed port instead of one picked at start.
@@ -205,19 +206,6 @@ class Spamd:
             return ""
 
     # ------------------------------------------------------------ lifecycle
-    def __enter__(self) -> "Spamd":
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            self.cleanup()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-        self.cleanup()
-
     def _prepare_dir(self) -> None:
         if self.dir is None:
             if self._own_workdir:
