@@ -46,7 +46,7 @@ spdlog::level::level_enum ToSpdlog(popgate::config::LogLevel level) {
   return spdlog::level::info;
 }
 
-// A Maildir's directories: popgate stores into tmp/ and new/; readers move mail to cur/.
+// A Maildir's directories, as MaildirQuarantine makes them.
 std::vector<std::string> MaildirDirectories(const std::string& path) {
   return {path + "/tmp", path + "/new", path + "/cur"};
 }
@@ -73,8 +73,10 @@ bool GiveUpRoot(const popgate::config::Config& config,
   }
   try {
     if (!config.quarantine_path.empty()) {
-      for (const std::string& dir : MaildirDirectories(config.quarantine_path)) {
-        privileges::RequireWritableDirectory(dir, config.quarantine_where, *run_as);
+      // Store writes into tmp/ and links into new/; cur/ is the readers'.
+      for (const char* dir : {"/tmp", "/new"}) {
+        privileges::RequireWritableDirectory(config.quarantine_path + dir, config.quarantine_where,
+                                             *run_as);
       }
     }
     privileges::RequireWritableDirectory(config.limits.spool_dir, config.limits.spool_dir_where,

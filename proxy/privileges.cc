@@ -52,8 +52,9 @@ std::vector<gid_t> CurrentGroups() {
   const int count = ::getgroups(0, nullptr);
   if (count < 0) Fail("after switching: getgroups: " + ErrnoText(errno));
   std::vector<gid_t> groups(static_cast<std::size_t>(count));
-  if (::getgroups(count, groups.data()) < 0)
+  if (::getgroups(count, groups.data()) < 0) {
     Fail("after switching: getgroups: " + ErrnoText(errno));
+  }
   return groups;
 }
 
@@ -181,8 +182,9 @@ void SwitchTo(const Account& account) {
   }
   const std::string to = "cannot switch to " + Describe(account) + ": ";
   // Groups first: setgroups and setgid need root, which setuid gives up.
-  if (::initgroups(account.name.c_str(), account.gid) != 0)
+  if (::initgroups(account.name.c_str(), account.gid) != 0) {
     Fail(to + "initgroups: " + ErrnoText(errno));
+  }
   if (::setgid(account.gid) != 0) Fail(to + "setgid: " + ErrnoText(errno));
   // As root, setuid sets the real, effective and saved uid: there is no way back.
   if (::setuid(account.uid) != 0) Fail(to + "setuid: " + ErrnoText(errno));
