@@ -99,7 +99,9 @@ void VerifyEveryThread(const Account& account) {
   }
 }
 
-void Verify(const Account& account) {
+// `switched`: popgate made the switch itself, so the groups are exactly what initgroups
+// gives the account; otherwise (started as the account) only root's group is refused.
+void Verify(const Account& account, bool switched) {
   const std::string after = "after switching to " + Describe(account) + ": ";
   uid_t ruid = 0, euid = 0, suid = 0;
   gid_t rgid = 0, egid = 0, sgid = 0;
@@ -113,11 +115,18 @@ void Verify(const Account& account) {
     Fail(after + "gids are " + std::to_string(rgid) + "/" + std::to_string(egid) + "/" +
          std::to_string(sgid) + " (real/effective/saved)");
   }
-  const std::vector<gid_t> allowed = GroupsOf(account);
-  for (const gid_t group : CurrentGroups()) {
-    if (group == 0 && std::ranges::find(allowed, 0) == allowed.end()) {
-      Fail(after + "root's group 0 is still a supplementary group");
-    }
+  std::vector<gid_t> allowed = GroupsOf(account);
+  std::vector<gid_t> groups = CurrentGroups();
+  for (std::vector<gid_t>* list : {&allowed, &groups}) {
+    std::ranges::sort(*list);
+    list->erase(std::unique(list->begin(), list->end()), list->end());
+  }
+  if (std::ranges::binary_search(groups, 0) && !std::ranges::binary_search(allowed, 0)) {
+    Fail(after + "root's group 0 is still a supplementary group");
+  }
+  if (switched && groups != allowed) {
+    Fail(after + "the supplementary groups are not the user's (" + std::to_string(groups.size()) +
+         " groups, the user has " + std::to_string(allowed.size()) + ")");
   }
   // The proof that nothing of root is left: getting it back must be refused.
   if (::setuid(0) == 0) Fail(after + "setuid(0) succeeded: root could be regained");
@@ -177,7 +186,7 @@ void MakeMissingDirectoriesFor(const Account& account, const std::string& dir) {
 
 void SwitchTo(const Account& account) {
   if (::geteuid() != 0) {  // RequireCanSwitchTo: already the account
-    Verify(account);
+    Verify(account, /*switched=*/false);
     return;
   }
   const std::string to = "cannot switch to " + Describe(account) + ": ";
@@ -188,7 +197,7 @@ void SwitchTo(const Account& account) {
   if (::setgid(account.gid) != 0) Fail(to + "setgid: " + ErrnoText(errno));
   // As root, setuid sets the real, effective and saved uid: there is no way back.
   if (::setuid(account.uid) != 0) Fail(to + "setuid: " + ErrnoText(errno));
-  Verify(account);
+  Verify(account, /*switched=*/true);
 }
 
 void RequireWritableDirectory(const std::string& dir, const std::string& where,

@@ -44,8 +44,9 @@ void MakeMissingDirectoriesFor(const Account& account, const std::string& dir);
 // Switches every thread of the process to `account`: the account's groups (initgroups),
 // then its group (setgid), then its user (setuid), in that order, since after setuid
 // there is no right left to change groups. Then verifies: real, effective and saved uid
-// and gid are the account's on every thread (getresuid/getresgid, /proc/self/task),
-// no supplementary group is root's unless the account is in it, and setuid(0) fails.
+// and gid are the account's on every thread (getresuid/getresgid, /proc/self/task), the
+// supplementary groups are the account's (none of root's unless the account is in it),
+// and setuid(0) fails.
 // Without root and already running as `account`, it only verifies. Throws PrivilegeError.
 void SwitchTo(const Account& account);
 
