@@ -1,13 +1,16 @@
 // popgate: wiring only. Parse the configuration, set up logging, start the server,
-// run the I/O threads until SIGTERM/SIGINT has drained the sessions.
+// give up root (`user`), run the I/O threads until SIGTERM/SIGINT has drained the
+// sessions. With -t: every start-up step that binds and connects nothing, then exit.
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <csignal>
 #include <cstdio>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -16,7 +19,9 @@
 #include "net/asio.h"
 #include "net/io_pool.h"
 #include "net/server.h"
+#include "net/tls.h"
 #include "plugins/builtin.h"
+#include "privileges.h"
 #include "python_plugins.h"
 #include "quarantine/maildir_quarantine.h"
 
@@ -39,6 +44,65 @@ spdlog::level::level_enum ToSpdlog(popgate::config::LogLevel level) {
       return spdlog::level::err;
   }
   return spdlog::level::info;
+}
+
+// A Maildir's directories, as MaildirQuarantine makes them.
+std::vector<std::string> MaildirDirectories(const std::string& path) {
+  return {path + "/tmp", path + "/new", path + "/cur"};
+}
+
+// Switches to `run_as` (see main for when), then checks that the directories popgate
+// writes to from now on take the account's files. Without `user`, running as root is
+// allowed but said. Prints why and returns false when the switch or a check fails.
+bool GiveUpRoot(const popgate::config::Config& config,
+                const std::optional<popgate::privileges::Account>& run_as) {
+  namespace privileges = popgate::privileges;
+  if (!run_as) {
+    if (::geteuid() == 0) {
+      spdlog::warn(
+          "running as root: sessions and plugins keep root's privileges; set user = "
+          "\"NAME\" (or --user NAME) to run as an unprivileged user after start-up");
+    }
+    return true;
+  }
+  try {
+    privileges::SwitchTo(*run_as);
+  } catch (const privileges::PrivilegeError& error) {
+    std::fprintf(stderr, "popgate: %s: %s\n", config.user_where.c_str(), error.what());
+    return false;
+  }
+  try {
+    if (!config.quarantine_path.empty()) {
+      // Store writes into tmp/ and links into new/; cur/ is the readers'.
+      for (const char* dir : {"/tmp", "/new"}) {
+        privileges::RequireWritableDirectory(config.quarantine_path + dir, config.quarantine_where,
+                                             *run_as);
+      }
+    }
+    privileges::RequireWritableDirectory(config.limits.spool_dir, config.limits.spool_dir_where,
+                                         *run_as);
+  } catch (const privileges::PrivilegeError& error) {
+    std::fprintf(stderr, "popgate: %s\n", error.what());
+    return false;
+  }
+  spdlog::info("running as user {} (uid {}, gid {})", run_as->name, run_as->uid, run_as->gid);
+  return true;
+}
+
+// -t: what Server::Start would load (certificates, keys, the upstream's CA file), without
+// resolving, binding or connecting. Prints why and returns false on the first failure.
+bool LoadCertificates(const popgate::config::Config& config) {
+  using namespace popgate;
+  try {
+    for (const config::Listener& listener : config.listeners) {
+      if (listener.tls != config::TlsMode::kNone) net::MakeServerContext(listener);
+    }
+    if (config.upstream.tls != config::TlsMode::kNone) net::MakeClientContext(config.upstream);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "popgate: %s\n", e.what());
+    return false;
+  }
+  return true;
 }
 
 }  // namespace
@@ -69,6 +133,19 @@ int main(int argc, char** argv) {
   spdlog::set_level(ToSpdlog(config.log_level));
   spdlog::flush_on(spdlog::level::info);
 
+  // Whom to run as, and whether popgate can become it, is settled before anything starts:
+  // started as the wrong user, popgate stops here, not after loading every plugin.
+  std::optional<privileges::Account> run_as;
+  if (!config.user.empty()) {
+    try {
+      run_as = privileges::LookUp(config.user, config.user_where);
+      privileges::RequireCanSwitchTo(*run_as, config.user_where);
+    } catch (const privileges::PrivilegeError& error) {
+      std::fprintf(stderr, "popgate: %s\n", error.what());
+      return kExitConfig;
+    }
+  }
+
   plugins::RegisterBuiltinPlugins();
   // Only with a Python plugin configured. Declared before the chain, whose factories
   // call into it, and before the I/O threads, whose sessions hold plugin instances.
@@ -93,12 +170,30 @@ int main(int argc, char** argv) {
   std::unique_ptr<quarantine::MaildirQuarantine> quarantine;
   if (!config.quarantine_path.empty()) {
     try {
+      // Made here, as root, the quarantine's missing directories are the account's: it
+      // stores into them after the switch. One an admin made keeps its owner, and must
+      // let the account write (checked after the switch).
+      if (run_as) {
+        for (const std::string& dir : MaildirDirectories(config.quarantine_path)) {
+          privileges::MakeMissingDirectoriesFor(*run_as, dir);
+        }
+      }
       quarantine = std::make_unique<quarantine::MaildirQuarantine>(
           config.quarantine_path, [](std::string_view line) { spdlog::warn("{}", line); });
     } catch (const std::exception& e) {
       std::fprintf(stderr, "popgate: %s: %s\n", config.quarantine_where.c_str(), e.what());
       return kExitConfig;
     }
+  }
+
+  // -t: what is left of start-up without a socket: the certificates, and the switch to
+  // `user` with its checks (after it, the process is good for nothing but exiting).
+  if (config.check_only) {
+    if (!LoadCertificates(config) || !GiveUpRoot(config, run_as)) return kExitConfig;
+    const std::string what =
+        config.config_file.empty() ? "configuration" : "configuration " + config.config_file;
+    std::printf("popgate: %s is ok\n", what.c_str());
+    return 0;
   }
 
   // Where hook calls run: worker plugins (which may block: spamd, a web service) on the
@@ -143,6 +238,16 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "popgate: %s\n", e.what());
     return kExitConfig;
   }
+  // Root is given up here, and why here: what needs root is done by now (listeners bound,
+  // ports below 1024 too; certificates and keys read; the quarantine made; plugins made
+  // and configured, so the audit log is open and Python plugins are loaded, their files
+  // read as root), and nothing has run a session or a hook yet. The threads that will:
+  // the I/O threads (io.Run), Python's loop and sync hook threads (python->Run) and the
+  // hook threads (made on a plugin's first call) start after it, so they are born
+  // unprivileged. Threads already there (the filter pool's, any a Python plugin started
+  // in configure()) switch too: glibc runs setuid/setgid/setgroups on every thread of
+  // the process, and SwitchTo checks every thread's ids in /proc/self/task.
+  if (!GiveUpRoot(config, run_as)) return kExitConfig;
   // From here the main thread never holds the GIL: Python's own threads take it.
   if (python) python->Run();
 

@@ -5,6 +5,7 @@
 #include "config/config.h"
 
 #include <arpa/inet.h>
+#include <pwd.h>
 #include <sys/stat.h>
 #include <toml++/toml.h>
 #include <unistd.h>
@@ -276,6 +277,28 @@ std::string ParseCommandName(std::string_view text, std::string_view where) {
   return name;
 }
 
+// An account to run as once start-up is done (`user`, --user). It must exist now, not only
+// when the switch is made after binding: a typo is a config error naming its line. Root
+// is refused: "running as root" is what leaving `user` out means, and it is logged then.
+std::string ParseUser(std::string_view text, std::string_view where) {
+  if (text.empty()) Fail(where, "expected a user name, got \"\"");
+  const std::string name(text);
+  passwd entry{};
+  passwd* found = nullptr;
+  std::array<char, 16384> buffer{};
+  const int error = ::getpwnam_r(name.c_str(), &entry, buffer.data(), buffer.size(), &found);
+  if (error != 0) {
+    Fail(where, "cannot look up user " + Quoted(text) + ": " + std::strerror(error));
+  }
+  if (found == nullptr) Fail(where, "no such user " + Quoted(text));
+  if (found->pw_uid == 0) {
+    Fail(where, Quoted(text) +
+                    " is root (uid 0), which drops no privileges; name an unprivileged user, "
+                    "or leave user out");
+  }
+  return name;
+}
+
 // TLS that is configured is never silently skipped (DESIGN.md): TLS without a certificate is an
 // error, and so is a certificate without TLS, which means the admin believes TLS is on.
 // `tls_name` is "tls" (in the file) or "--listen-tls".
@@ -305,7 +328,6 @@ struct Draft {
   std::string upstream_table_where;  // "FILE:LINE: upstream.address" when [upstream] exists
   std::string ca_file_where;
   std::string server_name_where;
-  std::string spool_dir_where = "limits.spool_dir (default)";
   std::string filter_memory_where = "limits.filter_memory (default)";
 };
 
@@ -563,8 +585,8 @@ void ReadLimits(const TableReader& table, Limits& limits, Draft& draft) {
   }
   if (auto n = table.Integer("max_filter_size", kFilterSizeRange)) limits.max_filter_size = *n;
   if (auto dir = table.String("spool_dir")) {
-    draft.spool_dir_where = table.Where("spool_dir");
-    limits.spool_dir = ParseFileName(*dir, draft.spool_dir_where);
+    limits.spool_dir_where = table.Where("spool_dir");
+    limits.spool_dir = ParseFileName(*dir, limits.spool_dir_where);
   }
 }
 
@@ -592,7 +614,7 @@ Draft ReadToml(std::string_view text, const std::string& file) {
   const toml::table document = ParseTomlText(text, file);
   const TableReader root(document, "", file);
   root.OnlyKeys({"listen", "upstream", "plugin", "threads", "log_level", "timeouts", "limits",
-                 "pass_through_commands", "quarantine", "trusted_networks"});
+                 "pass_through_commands", "quarantine", "trusted_networks", "user"});
   Draft draft;
   Config& config = draft.config;
   for (const TableReader& listener : root.Tables("listen")) {
@@ -612,6 +634,10 @@ Draft ReadToml(std::string_view text, const std::string& file) {
     AddPassThrough(ParseCommandName(name, where), config.pass_through_commands);
   }
   if (auto quarantine = root.Table("quarantine")) ReadQuarantine(*quarantine, config);
+  if (auto user = root.String("user")) {
+    config.user_where = root.Where("user");
+    config.user = ParseUser(*user, config.user_where);
+  }
   if (root.table().contains("trusted_networks")) {
     config.trusted_networks.clear();
     for (const auto& [network, where] : root.Strings("trusted_networks")) {
@@ -669,6 +695,8 @@ struct Flags {
   std::optional<std::string> filter_keepalive;
   std::vector<std::string> pass_through;
   std::vector<std::string> trusted_networks;
+  std::optional<std::string> user;
+  bool check_only = false;
 };
 
 void DeclareFlags(CLI::App& app, Flags& flags) {
@@ -720,6 +748,11 @@ void DeclareFlags(CLI::App& app, Flags& flags) {
   list("--pass-through", flags.pass_through, "CMD", "relay this unknown command; repeatable");
   list("--trusted-network", flags.trusted_networks, "CIDR",
        "may log in without TLS where TLS is offered (default loopback); repeatable");
+  text("--user", flags.user, "NAME",
+       "after binding and opening files, run as this user and its groups");
+  app.add_flag("-t,--check-config", flags.check_only,
+               "check the configuration (plugins, certificates, quarantine, user) as start-up "
+               "would, without binding or connecting; exit 0 if it is ok, else 2");
   app.set_version_flag("--version", std::string(kVersion));
 }
 
@@ -812,7 +845,7 @@ void ApplyTimeoutAndLimitFlags(const Flags& flags, Draft& draft) {
     draft.filter_memory_where = "--filter-memory";
   }
   if (flags.spool_dir) {
-    draft.spool_dir_where = "--spool-dir";
+    config.limits.spool_dir_where = "--spool-dir";
     config.limits.spool_dir = ParseFileName(*flags.spool_dir, "--spool-dir");
   }
   if (flags.max_filter_size) {
@@ -840,6 +873,11 @@ void ApplyFlags(const Flags& flags, Draft& draft) {
   }
   if (flags.threads) config.threads = ParseIntegerFlag(*flags.threads, kThreadsRange, "--threads");
   if (flags.log_level) config.log_level = ParseEnum(*flags.log_level, kLogLevels, "--log-level");
+  if (flags.user) {
+    config.user_where = "--user";
+    config.user = ParseUser(*flags.user, config.user_where);
+  }
+  config.check_only = flags.check_only;
   if (!flags.trusted_networks.empty()) {
     config.trusted_networks.clear();
     for (const std::string& network : flags.trusted_networks) {
@@ -903,7 +941,7 @@ Config Finish(Draft draft) {
   // Checked here, not when a large message arrives: a spool that can't work would only
   // show as tempfailed messages much later.
   if (!IsWritableDirectory(config.limits.spool_dir)) {
-    Fail(draft.spool_dir_where,
+    Fail(config.limits.spool_dir_where,
          Quoted(config.limits.spool_dir) + " is not a directory popgate can write to");
   }
   if (config.listeners.empty()) config.listeners.push_back(DefaultListener());
@@ -931,6 +969,7 @@ Config Parse(int argc, const char* const* argv) {
   if (flags.config_file) {
     const std::string file = ParseFileName(*flags.config_file, "-c");
     draft = ReadToml(ReadFile(file), file);
+    draft.config.config_file = file;
   }
   ApplyFlags(flags, draft);
   return Finish(std::move(draft));

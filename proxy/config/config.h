@@ -77,7 +77,8 @@ struct Limits {
   // bounded by filter_memory; messages over max_filter_size pass unfiltered (logged).
   std::size_t filter_memory = 8 * 1024 * 1024;
   std::size_t max_filter_size = 64 * 1024 * 1024;
-  std::string spool_dir = "/var/tmp";  // on disk: /tmp is often RAM (tmpfs)
+  std::string spool_dir = "/var/tmp";                          // on disk: /tmp is often RAM (tmpfs)
+  std::string spool_dir_where = "limits.spool_dir (default)";  // "FILE:LINE: ..." or the flag
 };
 
 enum class LogLevel { kTrace, kDebug, kInfo, kWarn, kError };
@@ -98,6 +99,14 @@ struct Config {
   // [quarantine] path: the Maildir for originals a plugin withholds; empty: not set.
   std::string quarantine_path;
   std::string quarantine_where = "quarantine.path";  // "FILE:LINE: quarantine.path"
+  // `user` / --user: once listeners are bound and files opened, run as this account (an
+  // existing one, never root; checked here). Empty: keep the user popgate was started as.
+  std::string user;
+  std::string user_where = "user";  // "FILE:LINE: user" or "--user"
+  // -t: check the configuration as start-up would (plugins configured, certificates and
+  // the quarantine usable, the switch to `user`), bind and connect nothing, and exit.
+  bool check_only = false;
+  std::string config_file;  // -c FILE; empty without one
 };
 
 // A configuration that cannot be used. what() is one line naming where and what:

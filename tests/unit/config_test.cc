@@ -642,7 +642,8 @@ TEST(ConfigFileErrors, SyntaxErrorHasLineAndColumn) {
 TEST(ConfigFileErrors, UnknownKeysNameTheirLine) {
   EXPECT_EQ(TomlError("threads = 1\nthread = 2\n"),
             "p.toml:2: thread: unknown key (expected one of: listen, upstream, plugin, threads, "
-            "log_level, timeouts, limits, pass_through_commands, quarantine, trusted_networks)");
+            "log_level, timeouts, limits, pass_through_commands, quarantine, trusted_networks, "
+            "user)");
   EXPECT_EQ(TomlError("[upstream]\naddress = \"h:1\"\n\nadress = \"h:2\"\n"),
             "p.toml:4: upstream.adress: unknown key (expected one of: address, tls, verify, "
             "server_name, ca_file)");
@@ -835,6 +836,73 @@ TEST(ConfigListeners, AHostThatIsNotAnAddressAndTheSameAddressTwiceAreRefused) {
   EXPECT_EQ(TomlError("[[listen]]\naddress = \"127.0.0.1:0\"\n[[listen]]\naddress = "
                       "\"127.0.0.1:0\"\n"),
             "(no ConfigError)");
+}
+
+// ------------------------------------------------------------------- user and -t
+
+// `user` names an account that exists now (nobody and daemon are in every Debian system);
+// the switch itself happens in main, after binding (proxy/privileges.h).
+TEST(ConfigUser, FromTheFileWithItsLine) {
+  const Config config =
+      ParseToml("threads = 1\nuser = \"nobody\"\n" + std::string(kUpstream), "p.toml");
+  EXPECT_EQ(config.user, "nobody");
+  EXPECT_EQ(config.user_where, "p.toml:2: user");
+}
+
+TEST(ConfigUser, NoneByDefault) {
+  const Config config = ParseArgs({"--upstream", "h:110"});
+  EXPECT_EQ(config.user, "");
+  EXPECT_FALSE(config.check_only);
+  EXPECT_EQ(config.config_file, "");
+}
+
+TEST(ConfigUser, FlagOverridesTheFile) {
+  TempDir dir;
+  const std::string file = dir.Write("p.toml", "user = \"nobody\"\n" + std::string(kUpstream));
+  EXPECT_EQ(ParseArgs({"-c", file}).user, "nobody");
+  const Config config = ParseArgs({"-c", file, "--user", "daemon"});
+  EXPECT_EQ(config.user, "daemon");
+  EXPECT_EQ(config.user_where, "--user");
+  EXPECT_EQ(ParseArgs({"--upstream", "h:110", "--user=nobody"}).user, "nobody");
+  // The flag's user is checked even when the file's is good, and the file's even when the
+  // flag would replace it: each names its own place.
+  EXPECT_EQ(ArgsError({"-c", file, "--user", "popgate-no-such-user"}),
+            "--user: no such user \"popgate-no-such-user\"");
+  const std::string bad = dir.Write("bad.toml", "\nuser = \"nosuch-x\"\n" + std::string(kUpstream));
+  EXPECT_EQ(ArgsError({"-c", bad, "--user", "nobody"}),
+            bad + ":2: user: no such user \"nosuch-x\"");
+}
+
+TEST(ConfigUser, Errors) {
+  EXPECT_EQ(TomlError("user = \"popgate-no-such-user\"\n"),
+            "p.toml:1: user: no such user \"popgate-no-such-user\"");
+  EXPECT_EQ(TomlError("threads = 2\n\nuser = \"\"\n"),
+            "p.toml:3: user: expected a user name, got \"\"");
+  EXPECT_EQ(TomlError("user = 65534\n"), "p.toml:1: user: expected a string, got an integer");
+  EXPECT_EQ(TomlError("user = [\"nobody\"]\n"), "p.toml:1: user: expected a string, got an array");
+  // Root is what leaving `user` out means; naming it drops nothing.
+  EXPECT_EQ(TomlError("user = \"root\"\n"),
+            "p.toml:1: user: \"root\" is root (uid 0), which drops no privileges; name an "
+            "unprivileged user, or leave user out");
+  EXPECT_EQ(ArgsError({"--upstream", "h:1", "--user", "root"}).substr(0, 24),
+            "--user: \"root\" is root (");
+  EXPECT_EQ(ArgsError({"--upstream", "h:1", "--user", ""}),
+            "--user: expected a user name, got \"\"");
+  // In a table, `user` is no key of popgate's.
+  EXPECT_EQ(TomlError("[limits]\nuser = \"nobody\"\n").substr(0, 37),
+            "p.toml:2: limits.user: unknown key (e");
+}
+
+TEST(ConfigCheckOnly, DashTRemembersTheFile) {
+  TempDir dir;
+  const std::string file = dir.Write("p.toml", std::string(kUpstream));
+  const Config config = ParseArgs({"-t", "-c", file});
+  EXPECT_TRUE(config.check_only);
+  EXPECT_EQ(config.config_file, file);
+  EXPECT_TRUE(ParseArgs({"--check-config", "--upstream", "h:110"}).check_only);
+  // -t checks the configuration; a bad one is the same error as without it.
+  EXPECT_EQ(ArgsError({"-t", "--upstream", "h:1", "--threads", "four"}),
+            "--threads: expected an integer, got \"four\"");
 }
 
 }  // namespace
