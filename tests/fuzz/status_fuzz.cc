@@ -13,9 +13,9 @@
 //   (any case) alone or before a space; "+" alone or before a space a continuation;
 //   anything else invalid; the reference's conditions never overlap;
 // - a greeting is valid exactly when its class is +OK;
-// - StripApopTimestamp removes exactly the last "<...@...>" and the spaces before it,
-//   nothing else, nothing when there is none; and a valid greeting stays a valid
-//   greeting.
+// - StripApopTimestamp removes exactly the last "<...@...>" and the spaces after it (at
+//   the end of the line those before it), nothing else, nothing when there is none; and
+//   a valid greeting stays a valid greeting.
 
 #include <cstddef>
 #include <cstdint>
@@ -71,10 +71,15 @@ void CheckStrip(std::string_view line) {
     FUZZ_CHECK(out == line);
     return;
   }
-  // Cut out: the stamp and the spaces before it.
+  // Cut out: the stamp and the spaces after it; at the end of the line, the spaces
+  // before it too.
   std::size_t start = open;
-  while (start > 0 && line[start - 1] == ' ') --start;
-  FUZZ_CHECK(out == std::string(line.substr(0, start)) + std::string(line.substr(close + 1)));
+  std::size_t end = close + 1;
+  while (end < line.size() && line[end] == ' ') ++end;
+  if (end == line.size()) {
+    while (start > 0 && line[start - 1] == ' ') --start;
+  }
+  FUZZ_CHECK(out == std::string(line.substr(0, start)) + std::string(line.substr(end)));
   FUZZ_CHECK(out.find('<', start) == std::string::npos);
 
   // The proxy checks the greeting first and relays the stripped one unchecked.
