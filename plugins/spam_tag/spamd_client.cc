@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <cmath>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -110,8 +111,10 @@ bool ParseSpamLine(std::string_view value, Result& r) {
   } else {
     return false;
   }
-  // from_chars takes no leading '+'; spamd never writes one.
+  // from_chars takes no leading '+'; spamd never writes one. It does take "nan" and
+  // "inf", which no spamd writes either: a score must be a number.
   if (!ParseNumber(score, r.score) || !ParseNumber(threshold, r.threshold)) return false;
+  if (!std::isfinite(r.score) || !std::isfinite(r.threshold)) return false;
   r.score_text = std::string(score);
   r.threshold_text = std::string(threshold);
   return true;
