@@ -557,7 +557,9 @@ ResponseParser::State ResponseParser::Finish() {
 }
 
 ResponseParser::State ResponseParser::ParseHead() {
-  std::string_view data = buffer_;
+  // Only the first kMaxResponseHead bytes can hold the head, however they arrive: a
+  // longer head is refused in one read as when split over many.
+  std::string_view data = std::string_view(buffer_).substr(0, kMaxResponseHead);
   std::string_view status;
   std::size_t pos = LineEnd(data, 0, status);
   if (pos == std::string_view::npos) {
