@@ -354,6 +354,12 @@ void CheckEdits(std::string_view data) {
         FUZZ_CHECK(headers.size() == model.size());
         model[at] = std::string((headers.begin() + static_cast<std::ptrdiff_t>(at))->raw());
         FUZZ_CHECK(headers.GetAll(name).size() == 1);
+      } else if (!model.empty() && model.back() == "\r") {
+        // Before a lone CR at the end (a blank line cut short), which stays last.
+        at = model.size() - 1;
+        FUZZ_CHECK(headers.size() == model.size() + 1);
+        model.emplace(model.end() - 1, (headers.begin() + static_cast<std::ptrdiff_t>(at))->raw());
+        FUZZ_CHECK(headers.GetAll(name).back() == Trim(value));
       } else {
         // Appended; a last field without a line end gets one first.
         if (!model.empty() && model.back().back() != '\n') model.back() += eol;
