@@ -155,7 +155,9 @@ void CheckLimit(std::string_view data, std::size_t limit) {
   std::vector<std::size_t> sizes;
   for (int i = 0; i < 8; ++i) sizes.push_back(1 + rng.Next() % 64);
   FUZZ_CHECK(SameResult(Run(data, limit, sizes), whole));
-  FUZZ_CHECK(SameResult(Run(data, limit, {1}), whole));
+  // Byte by byte re-parses the head at every byte: only for short inputs, or the
+  // fuzzer spends its time there.
+  if (data.size() <= 2048) FUZZ_CHECK(SameResult(Run(data, limit, {1}), whole));
 }
 
 }  // namespace
