@@ -21,8 +21,12 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${POPGATE_FUZZ_BUILD:-$root/build-fuzz}"
 cc="${CC_FUZZ:-clang-14}"
 cxx="${CXX_FUZZ:-clang++-14}"
-targets=(command_fuzz multiline_fuzz)
-declare -A corpus=([command_fuzz]=command [multiline_fuzz]=multiline)
+# Each target <name>_fuzz runs on a copy of tests/fuzz/corpus/<name>.
+targets=(command_fuzz multiline_fuzz headers_fuzz capa_fuzz sasl_fuzz status_fuzz spamd_fuzz
+  config_fuzz)
+declare -A corpus=([command_fuzz]=command [multiline_fuzz]=multiline [headers_fuzz]=headers
+  [capa_fuzz]=capa [sasl_fuzz]=sasl [status_fuzz]=status [spamd_fuzz]=spamd
+  [config_fuzz]=config)
 
 generator=()
 if command -v ninja >/dev/null 2>&1 && [ ! -f "$build/Makefile" ]; then

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <cmath>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -110,8 +111,10 @@ bool ParseSpamLine(std::string_view value, Result& r) {
   } else {
     return false;
   }
-  // from_chars takes no leading '+'; spamd never writes one.
+  // from_chars takes no leading '+'; spamd never writes one. It does take "nan" and
+  // "inf", which no spamd writes either: a score must be a number.
   if (!ParseNumber(score, r.score) || !ParseNumber(threshold, r.threshold)) return false;
+  if (!std::isfinite(r.score) || !std::isfinite(r.threshold)) return false;
   r.score_text = std::string(score);
   r.threshold_text = std::string(threshold);
   return true;
@@ -554,7 +557,9 @@ ResponseParser::State ResponseParser::Finish() {
 }
 
 ResponseParser::State ResponseParser::ParseHead() {
-  std::string_view data = buffer_;
+  // Only the first kMaxResponseHead bytes can hold the head, however they arrive: a
+  // longer head is refused in one read as when split over many.
+  std::string_view data = std::string_view(buffer_).substr(0, kMaxResponseHead);
   std::string_view status;
   std::size_t pos = LineEnd(data, 0, status);
   if (pos == std::string_view::npos) {

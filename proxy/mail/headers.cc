@@ -184,6 +184,14 @@ HeaderField Headers::MakeField(std::string_view name, std::string_view value) co
 
 void Headers::Add(std::string_view name, std::string_view value) {
   HeaderField field = MakeField(name, value);
+  if (!fields_.empty() && fields_.back().raw() == "\r") {
+    // The block ends in a lone CR: its blank line, cut short. A line break after it
+    // would complete that blank line and put the new field in the body, so the new
+    // field goes before it.
+    fields_.insert(fields_.end() - 1, std::move(field));
+    Touch();
+    return;
+  }
   // A block that ended without a line break (a message without a blank line) gets one
   // before the new field, or the two would run together.
   if (!fields_.empty() && fields_.back().raw().back() != '\n') fields_.back().Append(eol_);

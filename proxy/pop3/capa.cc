@@ -62,7 +62,8 @@ std::vector<std::string> Capabilities::Arguments(std::string_view name) const {
   for (const auto& line : lines_) {
     if (EqualsIgnoreCase(Keyword(line), name)) {
       auto words = Words(line);
-      words.erase(words.begin());
+      // A line of spaces has the empty keyword and no words at all.
+      if (!words.empty()) words.erase(words.begin());
       return words;
     }
   }

@@ -36,10 +36,17 @@ std::string StripApopTimestamp(std::string_view greeting) {
   if (close == std::string_view::npos || greeting.find('@', open) > close) {
     return std::string(greeting);
   }
+  // The stamp goes with the spaces after it, and at the end of the line with those
+  // before it too, so that what surrounds it stays apart: "+OK <1.2@h>ready" gives
+  // "+OK ready", never "+OKready", which no client takes for a greeting.
   std::size_t start = open;
-  while (start > 0 && greeting[start - 1] == ' ') --start;
+  std::size_t end = close + 1;
+  while (end < greeting.size() && greeting[end] == ' ') ++end;
+  if (end == greeting.size()) {
+    while (start > 0 && greeting[start - 1] == ' ') --start;
+  }
   std::string out(greeting.substr(0, start));
-  out.append(greeting.substr(close + 1));
+  out.append(greeting.substr(end));
   return out;
 }
 
