@@ -18,6 +18,8 @@
 #include <string>
 #include <utility>
 
+#include "text/one_line.h"
+
 namespace popgate::spamd {
 namespace {
 
@@ -58,24 +60,6 @@ bool ParseNumber(std::string_view s, T& out) {
   const char* end = s.data() + s.size();
   auto [ptr, ec] = std::from_chars(s.data(), end, out);
   return ec == std::errc() && ptr == end;
-}
-
-// Printable text for a detail message: control bytes and 8-bit bytes as \xNN.
-std::string Printable(std::string_view s, std::size_t limit = 200) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (char ch : s.substr(0, limit)) {
-    auto c = static_cast<unsigned char>(ch);
-    if (c >= 0x20 && c < 0x7f) {
-      out += ch;
-    } else {
-      out += "\\x";
-      out += kHex[c >> 4];
-      out += kHex[c & 0xf];
-    }
-  }
-  if (s.size() > limit) out += "...";
-  return out;
 }
 
 // A line of `data` starting at `pos`, without its LF or CRLF; npos when incomplete.
@@ -286,7 +270,7 @@ UniqueFd Connect(const ClientOptions& options, Clock::time_point start, Clock::t
   std::string why;
   if (!ParseEndpoint(options.address, ep, why)) {
     r = ErrorResult(Error::kBadAddress,
-                    "spamd address '" + Printable(options.address) + "': " + why);
+                    "spamd address '" + text::Escaped(options.address) + "': " + why);
     return {};
   }
   Clock::time_point connect_deadline = std::min(deadline, start + options.connect_timeout);
@@ -305,7 +289,7 @@ UniqueFd Connect(const ClientOptions& options, Clock::time_point start, Clock::t
   addrinfo* list = nullptr;
   int rc = ::getaddrinfo(ep.host.c_str(), ep.port.c_str(), &hints, &list);
   if (rc != 0) {
-    r = ErrorResult(Error::kBadAddress, "spamd address '" + Printable(ep.text) +
+    r = ErrorResult(Error::kBadAddress, "spamd address '" + text::Escaped(ep.text) +
                                             "': " + std::string(::gai_strerror(rc)));
     return {};
   }
@@ -547,7 +531,7 @@ ResponseParser::State ResponseParser::Finish() {
     if (s != State::kNeedMore) return s;
     if (!head_done_) {
       return Fail(Error::kProtocol,
-                  "spamd's answer ended inside its header: '" + Printable(buffer_) + "'");
+                  "spamd's answer ended inside its header: '" + text::Escaped(buffer_) + "'");
     }
   }
   return ParseBodyIfComplete(true);
@@ -566,7 +550,7 @@ ResponseParser::State ResponseParser::ParseHead() {
   // "SPAMD/1.1 0 EX_OK"
   std::string_view rest = status;
   if (!rest.starts_with("SPAMD/")) {
-    return Fail(Error::kProtocol, "not a SPAMD answer: '" + Printable(status) + "'");
+    return Fail(Error::kProtocol, "not a SPAMD answer: '" + text::Escaped(status) + "'");
   }
   rest.remove_prefix(6);
   std::size_t sp = rest.find(' ');
@@ -574,7 +558,7 @@ ResponseParser::State ResponseParser::ParseHead() {
   bool version_ok =
       !version.empty() && version.find_first_not_of("0123456789.") == std::string_view::npos;
   if (sp == std::string_view::npos || !version_ok) {
-    return Fail(Error::kProtocol, "not a SPAMD status line: '" + Printable(status) + "'");
+    return Fail(Error::kProtocol, "not a SPAMD status line: '" + text::Escaped(status) + "'");
   }
   rest.remove_prefix(sp + 1);
   sp = rest.find(' ');
@@ -582,11 +566,12 @@ ResponseParser::State ResponseParser::ParseHead() {
   std::string_view message = sp == std::string_view::npos ? "" : Trim(rest.substr(sp + 1));
   int code = 0;
   if (!AllDigits(code_text) || !ParseNumber(code_text, code)) {
-    return Fail(Error::kProtocol, "not a SPAMD status line: '" + Printable(status) + "'");
+    return Fail(Error::kProtocol, "not a SPAMD status line: '" + text::Escaped(status) + "'");
   }
   result_.spamd_code = code;
   if (code != 0) {
-    return Fail(Error::kSpamd, "spamd answered " + std::to_string(code) + " " + Printable(message));
+    return Fail(Error::kSpamd,
+                "spamd answered " + std::to_string(code) + " " + text::Escaped(message));
   }
   // Fields until the blank line.
   bool have_spam = false;
@@ -603,7 +588,7 @@ ResponseParser::State ResponseParser::ParseHead() {
     if (line.empty()) break;
     std::size_t colon = line.find(':');
     if (colon == std::string_view::npos) {
-      return Fail(Error::kProtocol, "bad line in spamd's answer: '" + Printable(line) + "'");
+      return Fail(Error::kProtocol, "bad line in spamd's answer: '" + text::Escaped(line) + "'");
     }
     std::string_view name = Trim(line.substr(0, colon));
     std::string_view value = Trim(line.substr(colon + 1));
@@ -611,7 +596,7 @@ ResponseParser::State ResponseParser::ParseHead() {
       std::size_t length = 0;
       if (!AllDigits(value) || !ParseNumber(value, length)) {
         return Fail(Error::kProtocol,
-                    "bad Content-length in spamd's answer: '" + Printable(value) + "'");
+                    "bad Content-length in spamd's answer: '" + text::Escaped(value) + "'");
       }
       if (length > max_response_size_) {
         return Fail(Error::kProtocol, "spamd's answer is too long (" + std::to_string(length) +
@@ -622,7 +607,7 @@ ResponseParser::State ResponseParser::ParseHead() {
     } else if (EqualsNoCase(name, "Spam")) {
       if (!ParseSpamLine(value, result_)) {
         return Fail(Error::kProtocol,
-                    "bad Spam line in spamd's answer: '" + Printable(value) + "'");
+                    "bad Spam line in spamd's answer: '" + text::Escaped(value) + "'");
       }
       have_spam = true;
     }
@@ -736,7 +721,7 @@ Result Ping(const ClientOptions& options) {
   // "SPAMD/1.5 0 PONG"
   std::string_view status = line;
   if (!status.starts_with("SPAMD/")) {
-    return ErrorResult(Error::kProtocol, "not a SPAMD answer: '" + Printable(status) + "'");
+    return ErrorResult(Error::kProtocol, "not a SPAMD answer: '" + text::Escaped(status) + "'");
   }
   std::size_t sp = status.find(' ');
   std::string_view rest = sp == std::string_view::npos ? "" : status.substr(sp + 1);
@@ -745,15 +730,16 @@ Result Ping(const ClientOptions& options) {
   std::string_view word = sp == std::string_view::npos ? "" : Trim(rest.substr(sp + 1));
   int code = 0;
   if (!AllDigits(code_text) || !ParseNumber(code_text, code)) {
-    return ErrorResult(Error::kProtocol, "not a SPAMD status line: '" + Printable(status) + "'");
+    return ErrorResult(Error::kProtocol,
+                       "not a SPAMD status line: '" + text::Escaped(status) + "'");
   }
   if (code != 0) {
-    Result e = ErrorResult(Error::kSpamd, "spamd answered " + Printable(rest));
+    Result e = ErrorResult(Error::kSpamd, "spamd answered " + text::Escaped(rest));
     e.spamd_code = code;
     return e;
   }
   if (word != "PONG") {
-    return ErrorResult(Error::kProtocol, "expected PONG, got '" + Printable(status) + "'");
+    return ErrorResult(Error::kProtocol, "expected PONG, got '" + text::Escaped(status) + "'");
   }
   return Result{};
 }

@@ -7,6 +7,7 @@
 #include "net/server.h"
 #include "net/session_internal.h"
 #include "pop3/response.h"
+#include "text/one_line.h"
 
 namespace popgate::net {
 
@@ -90,7 +91,7 @@ Session::Session(tcp::socket client, const ListenerContext& listener,
 Session::~Session() {
   auto elapsed = std::chrono::duration<double>(Clock::now() - started_).count();
   spdlog::info("session {} end client={} user={} in={} out={} duration={:.3f}s reason={}", id_,
-               client_address_, user_.empty() ? "-" : LogSafe(user_, 64), bytes_from_client_,
+               client_address_, user_.empty() ? "-" : text::Escaped(user_, 64), bytes_from_client_,
                bytes_to_client_, elapsed, ToString(end_reason_.value_or(EndReason::kStopped)));
   if (chain_) {
     // The user is the session's last word on it: SessionEnd records name whoever logged
@@ -176,7 +177,7 @@ asio::awaitable<void> Session::Run() {
     co_return;
   }
   if (!pop3::IsValidGreeting(*greeting)) {
-    spdlog::warn("session {} upstream greeting refused: {}", id_, LogSafe(*greeting));
+    spdlog::warn("session {} upstream greeting refused: {}", id_, text::Escaped(*greeting));
     co_await WriteClient(kUpstreamUnavailable);
     End(EndReason::kUpstreamInvalid);
     co_return;

@@ -6,6 +6,7 @@
 #include "pop3/capa.h"
 #include "pop3/multiline.h"
 #include "pop3/response.h"
+#include "text/one_line.h"
 
 // Session, upstream side: matches responses to pending commands first-in first-out,
 // relays them, and re-encodes multi-line bodies.
@@ -115,7 +116,8 @@ asio::awaitable<void> Session::RelayResponses() {
     if (pending_.front().internal) {
       // popgate's own keep-alive NOOP: a single line, never the client's business.
       if (status != pop3::Status::kOk) {
-        spdlog::warn("session {} upstream refused keep-alive NOOP: {}", id_, LogSafe(*status_line));
+        spdlog::warn("session {} upstream refused keep-alive NOOP: {}", id_,
+                     text::Escaped(*status_line));
       }
       pending_.pop_front();
       if (pending_.empty()) {
@@ -137,7 +139,7 @@ asio::awaitable<void> Session::RelayResponses() {
     }
     if (status == pop3::Status::kContinuation || status == pop3::Status::kInvalid) {
       spdlog::warn("session {} invalid upstream response to {}: {}", id_, command.keyword,
-                   LogSafe(*status_line));
+                   text::Escaped(*status_line));
       co_await FailUpstream(EndReason::kUpstreamInvalid, kUpstreamInvalid);
       co_return;
     }
@@ -183,7 +185,7 @@ void Session::OnAnswered(const pop3::Command& command, bool ok) {
   if (!LogsIn(command)) return;
   if (command.verb == Verb::kApop) pending_user_ = command.args[0];
   if (command.verb != Verb::kPass) user_ = pending_user_;
-  const std::string shown = user_.empty() ? "-" : LogSafe(user_, 64);
+  const std::string shown = user_.empty() ? "-" : text::Escaped(user_, 64);
   if (ok) {
     state_ = pop3::State::kTransaction;
     spdlog::info("session {} logged in user={}", id_, shown);
