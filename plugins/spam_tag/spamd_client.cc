@@ -18,6 +18,7 @@
 #include <string>
 #include <utility>
 
+#include "text/errno_text.h"
 #include "text/one_line.h"
 
 namespace popgate::spamd {
@@ -127,12 +128,6 @@ class UniqueFd {
   int fd_ = -1;
 };
 
-std::string ErrnoText(int err) {
-  char buf[256];
-  // GNU strerror_r returns the text (possibly not in buf).
-  return std::string(::strerror_r(err, buf, sizeof buf));
-}
-
 // Milliseconds until `deadline` for poll(), rounded up so a wait never ends early.
 int PollTimeout(Clock::time_point deadline) {
   auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()).count();
@@ -232,14 +227,14 @@ UniqueFd ConnectOne(int family, const sockaddr* addr, socklen_t len, Clock::time
   UniqueFd fd(::socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (fd.get() < 0) {
     int err = errno;
-    r = ErrorResult(Error::kConnect, "socket: " + ErrnoText(err));
+    r = ErrorResult(Error::kConnect, "socket: " + text::ErrnoText(err));
     return {};
   }
   if (::connect(fd.get(), addr, len) == 0) return fd;
   int err = errno;
   if (err != EINPROGRESS && err != EINTR) {
     r = ErrorResult(ConnectErrorKind(err, ep.is_unix),
-                    "connect to spamd at " + ep.text + ": " + ErrnoText(err));
+                    "connect to spamd at " + ep.text + ": " + text::ErrnoText(err));
     return {};
   }
   int revents = WaitFor(fd.get(), POLLOUT, deadline);
@@ -250,7 +245,7 @@ UniqueFd ConnectOne(int family, const sockaddr* addr, socklen_t len, Clock::time
   }
   if (revents < 0) {
     err = errno;
-    r = ErrorResult(Error::kConnect, "poll: " + ErrnoText(err));
+    r = ErrorResult(Error::kConnect, "poll: " + text::ErrnoText(err));
     return {};
   }
   int so_error = 0;
@@ -258,7 +253,7 @@ UniqueFd ConnectOne(int family, const sockaddr* addr, socklen_t len, Clock::time
   if (::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &so_error, &so_len) != 0) so_error = errno;
   if (so_error != 0) {
     r = ErrorResult(ConnectErrorKind(so_error, ep.is_unix),
-                    "connect to spamd at " + ep.text + ": " + ErrnoText(so_error));
+                    "connect to spamd at " + ep.text + ": " + text::ErrnoText(so_error));
     return {};
   }
   return fd;
@@ -332,7 +327,7 @@ bool SendAll(int fd, std::vector<std::string_view> parts, Clock::time_point dead
         }
         if (revents < 0) {
           err = errno;
-          r = ErrorResult(Error::kIo, "poll: " + ErrnoText(err));
+          r = ErrorResult(Error::kIo, "poll: " + text::ErrnoText(err));
           return false;
         }
         if (revents & POLLIN) {
@@ -344,10 +339,10 @@ bool SendAll(int fd, std::vector<std::string_view> parts, Clock::time_point dead
       if (err == EPIPE || err == ECONNRESET) {
         // spamd stopped reading; an error line may be waiting.
         answered_early = true;
-        r = ErrorResult(Error::kIo, "sending the message to spamd: " + ErrnoText(err));
+        r = ErrorResult(Error::kIo, "sending the message to spamd: " + text::ErrnoText(err));
         return true;
       }
-      r = ErrorResult(Error::kIo, "sending the message to spamd: " + ErrnoText(err));
+      r = ErrorResult(Error::kIo, "sending the message to spamd: " + text::ErrnoText(err));
       return false;
     }
     auto sent = static_cast<std::size_t>(n);
@@ -373,7 +368,7 @@ bool ReadAll(int fd, Clock::time_point deadline, const std::function<bool(std::s
     }
     if (revents < 0) {
       int err = errno;
-      r = ErrorResult(Error::kIo, "poll: " + ErrnoText(err));
+      r = ErrorResult(Error::kIo, "poll: " + text::ErrnoText(err));
       return false;
     }
     ssize_t n = ::recv(fd, buf, sizeof buf, 0);
@@ -392,7 +387,7 @@ bool ReadAll(int fd, Clock::time_point deadline, const std::function<bool(std::s
       eof();
       return true;
     }
-    r = ErrorResult(Error::kIo, "reading spamd's answer: " + ErrnoText(err));
+    r = ErrorResult(Error::kIo, "reading spamd's answer: " + text::ErrnoText(err));
     return false;
   }
 }
@@ -750,7 +745,7 @@ std::string AddressProblem(std::string_view address) {
   if (!ParseEndpoint(address, ep, why)) return why;
   if (!ep.is_unix) return "";
   struct stat info {};
-  if (::stat(ep.path.c_str(), &info) != 0) return ep.path + ": " + ErrnoText(errno);
+  if (::stat(ep.path.c_str(), &info) != 0) return ep.path + ": " + text::ErrnoText(errno);
   if (!S_ISSOCK(info.st_mode)) return ep.path + " is not a socket";
   return "";
 }

@@ -16,13 +16,13 @@
 #include <cerrno>
 #include <charconv>
 #include <cstdio>
-#include <cstring>
 #include <initializer_list>
 #include <memory>
 #include <optional>
 #include <sstream>
 #include <utility>
 
+#include "text/errno_text.h"
 #include "text/one_line.h"
 
 #ifndef POPGATE_VERSION
@@ -611,7 +611,7 @@ std::string ReadFile(const std::string& path) {
     void operator()(std::FILE* file) const { std::fclose(file); }
   };
   const std::unique_ptr<std::FILE, Closer> file(std::fopen(path.c_str(), "rb"));
-  if (!file) Fail(Printable(path), "cannot read: " + std::string(std::strerror(errno)));
+  if (!file) Fail(Printable(path), "cannot read: " + text::ErrnoText(errno));
   std::string text;
   std::array<char, 8192> buffer;
   std::size_t count = 0;
@@ -620,7 +620,7 @@ std::string ReadFile(const std::string& path) {
   }
   // A directory opens fine and fails here, with EISDIR.
   if (std::ferror(file.get())) {
-    Fail(Printable(path), "cannot read: " + std::string(std::strerror(errno)));
+    Fail(Printable(path), "cannot read: " + text::ErrnoText(errno));
   }
   return text;
 }

@@ -7,7 +7,6 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
-#include <cstring>
 #include <ctime>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -16,6 +15,7 @@
 #include <utility>
 
 #include "mail/headers.h"
+#include "text/errno_text.h"
 #include "text/one_line.h"
 
 namespace popgate::quarantine {
@@ -25,12 +25,10 @@ namespace {
 // make the same name in the same microsecond.
 std::atomic<std::uint64_t> g_counter{0};
 
-std::string ErrnoText(int error) { return std::strerror(error); }
-
 [[noreturn]] void FailPath(const std::string& path, const std::string& dir, int error) {
   std::string what = "quarantine path " + path + ": ";
   if (dir != path) what += dir + ": ";
-  throw std::runtime_error(what + ErrnoText(error));
+  throw std::runtime_error(what + text::ErrnoText(error));
 }
 
 // `dir` exists as a directory afterwards, or this throws.
@@ -215,7 +213,7 @@ std::string MaildirQuarantine::Store(const Entry& entry) {
     std::string dest = path_ + "/new/" + id;
     auto fail = [&](std::string_view step, const std::string& file, int error) {
       throw std::runtime_error("quarantine: " + std::string(step) + " " + file + ": " +
-                               ErrnoText(error));
+                               text::ErrnoText(error));
     };
 
     Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0600));
@@ -250,7 +248,7 @@ std::string MaildirQuarantine::Store(const Entry& entry) {
       }
     } else if (::unlink(tmp.c_str()) != 0) {
       // The message is in new/; a stray copy in tmp/ is only untidy.
-      Warn("quarantine: cannot remove " + tmp + ": " + ErrnoText(errno) + " (message " + id +
+      Warn("quarantine: cannot remove " + tmp + ": " + text::ErrnoText(errno) + " (message " + id +
            " is stored)");
     }
     error = SyncDirectory(path_ + "/new");
@@ -283,10 +281,11 @@ void MaildirQuarantine::AppendLog(const Entry& entry, const std::string& id) {
 
   std::lock_guard lock(log_mutex_);
   Fd fd(::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0600));
-  if (fd.get() < 0) throw std::runtime_error(ErrnoText(errno));
+  if (fd.get() < 0) throw std::runtime_error(text::ErrnoText(errno));
   // O_APPEND: one write(2) of the whole line, so other writers' lines can't land inside it.
-  if (int error = WriteAll(fd.get(), line); error != 0) throw std::runtime_error(ErrnoText(error));
-  if (fd.Close() != 0) throw std::runtime_error(ErrnoText(errno));
+  if (int error = WriteAll(fd.get(), line); error != 0)
+    throw std::runtime_error(text::ErrnoText(error));
+  if (fd.Close() != 0) throw std::runtime_error(text::ErrnoText(errno));
 }
 
 void MaildirQuarantine::Warn(std::string_view line) const {
