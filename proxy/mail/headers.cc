@@ -62,18 +62,6 @@ bool IsValidFieldName(std::string_view name) {
   });
 }
 
-HeaderSplit SplitHeaders(std::string_view message) {
-  std::size_t pos = 0;
-  while (pos < message.size()) {
-    if (message[pos] == '\n') return {pos, 1};
-    if (message.substr(pos, 2) == "\r\n") return {pos, 2};
-    std::size_t lf = message.find('\n', pos);
-    if (lf == std::string_view::npos) break;
-    pos = lf + 1;
-  }
-  return {message.size(), 0};
-}
-
 void HeaderField::Append(std::string_view more) {
   if (!owned_) {
     text_ = view_;

@@ -23,6 +23,7 @@
 
 #include "mail/headers.h"
 #include "mail/shared_bytes.h"
+#include "pop3/multiline.h"
 
 namespace popgate::mail {
 
@@ -77,7 +78,7 @@ class Message {
 
   SharedBytes original_;
   std::shared_ptr<const std::string> replacement_;  // set by Replace
-  HeaderSplit split_;                               // of base()
+  pop3::HeaderSplit split_;                         // of base()
   bool partial_;
   // Built on demand; keyed by the header view's version.
   mutable std::optional<Headers> headers_;

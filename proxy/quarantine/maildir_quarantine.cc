@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "mail/headers.h"
+#include "pop3/multiline.h"
 #include "text/errno_text.h"
 #include "text/one_line.h"
 
@@ -301,7 +302,7 @@ std::string RejectNotice(const mail::Message& original, std::string_view quarant
                          std::string_view decided_by, std::string_view reason) {
   // The headers as received, whatever plugins did to the message since.
   std::string_view bytes = original.original();
-  const mail::Headers old(bytes.substr(0, mail::SplitHeaders(bytes).header_size));
+  const mail::Headers old(bytes.substr(0, pop3::SplitHeaders(bytes).header_size));
   auto field = [&](std::string_view name) -> std::string {
     std::optional<std::string> value = old.Get(name);
     std::string shown = value ? text::ReadableLine(*value, 200) : std::string();

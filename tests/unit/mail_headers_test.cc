@@ -252,20 +252,6 @@ TEST(HeadersTest, FiveHundredHeaders) {
   EXPECT_EQ(untouched.Serialize(), block);
 }
 
-TEST(SplitHeadersTest, FindsTheFirstEmptyLine) {
-  EXPECT_EQ(SplitHeaders("A: 1\r\n\r\nbody\r\n").header_size, 6u);
-  EXPECT_EQ(SplitHeaders("A: 1\r\n\r\nbody\r\n").separator_size, 2u);
-  EXPECT_EQ(SplitHeaders("A: 1\n\nbody\n").separator_size, 1u);
-  EXPECT_EQ(SplitHeaders("\r\nbody").header_size, 0u);
-  EXPECT_EQ(SplitHeaders("A: 1\r\nB: 2\r\n").separator_size, 0u);
-  EXPECT_EQ(SplitHeaders("A: 1\r\nB: 2\r\n").header_size, 12u);
-  EXPECT_EQ(SplitHeaders("").separator_size, 0u);
-  // A line of whitespace is a continuation line, not the end of the header block.
-  EXPECT_EQ(SplitHeaders("A: 1\r\n \r\n\r\n").header_size, 9u);
-  // On a prefix: not complete until the blank line is there.
-  EXPECT_EQ(SplitHeaders("A: 1\r\n\r").separator_size, 0u);
-}
-
 TEST(FieldNameTest, PrintableAsciiWithoutColon) {
   EXPECT_TRUE(IsValidFieldName("X-Spam-Flag"));
   EXPECT_TRUE(IsValidFieldName("!#$%&'*+-.^_`|~"));
