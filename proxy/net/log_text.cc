@@ -2,6 +2,7 @@
 
 #include <cerrno>
 
+#include "config/config.h"
 #include "net/fd_limit.h"
 
 namespace popgate::net {
@@ -12,6 +13,10 @@ bool IsErrno(const error_code& ec, int value) {
 }
 
 }  // namespace
+
+std::string EndpointText(const tcp::endpoint& ep) {
+  return config::FormatEndpoint(ep.address().to_string(), ep.port());
+}
 
 std::string DescribeError(const error_code& ec) {
   if (!ec || ec == asio::error::eof) return "connection closed";

@@ -1,5 +1,6 @@
 #pragma once
-// Text for log lines about sockets: the cause of an error in words an operator can act on.
+// Text for log lines about sockets: the peer's address, and the cause of an error in words
+// an operator can act on.
 // Peer text in a log line goes through text::Escaped (text/one_line.h), as an argument,
 // never as a format string.
 
@@ -8,6 +9,9 @@
 #include "net/asio.h"
 
 namespace popgate::net {
+
+// `ep` as config::FormatEndpoint writes every address: "192.0.2.1:110", "[::1]:110".
+std::string EndpointText(const tcp::endpoint& ep);
 
 // The cause of a socket error as it is, in the system's words, with what an operator
 // needs to act on popgate's own trouble: "Too many open files (the process's descriptor

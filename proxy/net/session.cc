@@ -16,15 +16,11 @@ using namespace session_internal;
 
 namespace {
 
-std::string Endpoint(const tcp::socket& socket) {
+std::string RemoteEndpointText(const tcp::socket& socket) {
   error_code ec;
   auto ep = socket.remote_endpoint(ec);
   if (ec) return "?";
-  return config::FormatEndpoint(ep.address().to_string(), ep.port());
-}
-
-std::string Endpoint(const tcp::endpoint& ep) {
-  return config::FormatEndpoint(ep.address().to_string(), ep.port());
+  return EndpointText(ep);
 }
 
 }  // namespace
@@ -82,7 +78,7 @@ Session::Session(tcp::socket client, const ListenerContext& listener,
       watchdog_timer_(client_.get_executor()),
       upstream_written_(client_.get_executor()) {
   if (filters_.pool != nullptr) chain_strand_.emplace(asio::make_strand(*filters_.pool));
-  client_address_ = Endpoint(client_.socket());
+  client_address_ = RemoteEndpointText(client_.socket());
   error_code ec;
   auto peer = client_.socket().remote_endpoint(ec);
   client_trusted_ = !ec && listener_.trusted && listener_.trusted(peer.address());
@@ -231,7 +227,7 @@ asio::awaitable<bool> Session::ConnectUpstream() {
   for (const tcp::endpoint& endpoint : upstream_context_.endpoints) {
     error_code ignored;
     socket.close(ignored);
-    tried = Endpoint(endpoint);
+    tried = EndpointText(endpoint);
     socket.open(endpoint.protocol(), ec);
     if (ec) break;  // no descriptor for this address: none for the next either
     co_await socket.async_connect(endpoint, Capture(ec));
