@@ -65,7 +65,7 @@ asio::awaitable<bool> Session::NegotiateUpstreamStls() {
   }
   std::optional<std::string> capa;
   if (pop3::ClassifyStatus(*status) == pop3::Status::kOk) {
-    capa = co_await ReadUpstreamContent(kMaxCapa);
+    capa = co_await ReadUpstreamContent(kMaxCapa, {});
     if (!capa) {
       co_return false;
     }

@@ -216,7 +216,8 @@ asio::awaitable<std::optional<pop3::MultiLineDecoder::Progress>> Session::Decode
   co_return progress;
 }
 
-asio::awaitable<std::optional<std::string>> Session::ReadUpstreamContent(std::size_t limit) {
+asio::awaitable<std::optional<std::string>> Session::ReadUpstreamContent(std::size_t limit,
+                                                                         std::string_view during) {
   pop3::MultiLineDecoder decoder;
   std::string content;
   auto progress = decoder.Feed(upstream_in_, content);
@@ -226,7 +227,7 @@ asio::awaitable<std::optional<std::string>> Session::ReadUpstreamContent(std::si
       co_await FailUpstream(EndReason::kUpstreamInvalid, kUpstreamInvalid);
       co_return std::nullopt;
     }
-    auto next = co_await DecodeNextChunk(decoder, content, {});
+    auto next = co_await DecodeNextChunk(decoder, content, during);
     if (!next) {
       co_return std::nullopt;
     }
@@ -237,33 +238,21 @@ asio::awaitable<std::optional<std::string>> Session::ReadUpstreamContent(std::si
 
 asio::awaitable<bool> Session::RelayMultiLine(const pop3::Command& command,
                                               std::string status_line) {
-  const bool is_capa = command.verb == Verb::kCapa;
-  // CAPA is gathered whole and rewritten; everything else streams through re-stuffed.
-  pop3::MultiLineDecoder decoder(is_capa ? pop3::MultiLineDecoder::Output::kContent
-                                         : pop3::MultiLineDecoder::Output::kStuffed);
   client_out_ = std::move(status_line);
   client_out_ += "\r\n";
-  if (!is_capa) {
+  // CAPA is gathered whole and rewritten; everything else streams through re-stuffed.
+  if (command.verb != Verb::kCapa) {
+    pop3::MultiLineDecoder decoder(pop3::MultiLineDecoder::Output::kStuffed);
     auto progress = decoder.Feed(upstream_in_, client_out_);
     upstream_in_.erase(0, progress.consumed);
     co_return co_await StreamRest(decoder, progress.done, command.keyword);
   }
 
-  std::string capa;
-  auto progress = decoder.Feed(upstream_in_, capa);
-  upstream_in_.erase(0, progress.consumed);
-  while (!progress.done) {
-    if (capa.size() > kMaxCapa) {
-      co_await FailUpstream(EndReason::kUpstreamInvalid, kUpstreamInvalid);
-      co_return false;
-    }
-    auto next = co_await DecodeNextChunk(decoder, capa, command.keyword);
-    if (!next) {
-      co_return false;
-    }
-    progress = *next;
+  std::optional<std::string> capa = co_await ReadUpstreamContent(kMaxCapa, command.keyword);
+  if (!capa) {
+    co_return false;
   }
-  auto capabilities = pop3::Capabilities::Parse(capa);
+  auto capabilities = pop3::Capabilities::Parse(*capa);
   pop3::CapaPolicy policy;
   policy.offer_stls = listener_.listener->tls == config::TlsMode::kStartTls && !client_.is_tls();
   policy.hide_logins = !LoginAllowed();
