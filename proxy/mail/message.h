@@ -60,7 +60,6 @@ class Message {
 
   // The message as received, whatever was done to it since (for the quarantine).
   std::string_view original() const { return original_.view(); }
-  const SharedBytes& shared_original() const { return original_; }
 
   bool modified() const { return replacement_ != nullptr || headers_modified(); }
   bool partial() const { return partial_; }

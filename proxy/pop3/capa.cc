@@ -58,17 +58,6 @@ bool Capabilities::Has(std::string_view name) const {
   });
 }
 
-std::vector<std::string> Capabilities::Arguments(std::string_view name) const {
-  for (const auto& line : lines_) {
-    if (EqualsIgnoreCase(Keyword(line), name)) {
-      auto words = Words(line);
-      words.erase(words.begin());
-      return words;
-    }
-  }
-  return {};
-}
-
 void Capabilities::Rewrite(const CapaPolicy& policy) {
   std::vector<std::string> kept;
   for (auto& line : lines_) {

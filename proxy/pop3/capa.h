@@ -21,8 +21,6 @@ class Capabilities {
   static Capabilities Parse(std::string_view content);
 
   bool Has(std::string_view name) const;
-  // The keyword's arguments, e.g. the mechanisms of "SASL PLAIN LOGIN".
-  std::vector<std::string> Arguments(std::string_view name) const;
 
   // Applies popgate's rules (HAZARDS.md "TLS and STARTTLS"):
   // - the upstream's STLS is always removed: popgate does upstream TLS itself, and a
