@@ -152,7 +152,11 @@ TEST(HeadersTest, RejectsCrLfNulInNewFields) {
 TEST(HeadersTest, FoldsLongAddedValuesAt78Columns) {
   Headers headers;
   std::string value;
-  for (int i = 0; i < 40; ++i) value += (i ? " " : "") + std::string("word") + std::to_string(i);
+  for (int i = 0; i < 40; ++i) {
+    if (i > 0) value += ' ';
+    value += "word";
+    value += std::to_string(i);
+  }
   headers.Add("X-Spam-Status", value);
   std::string raw(headers.begin()->raw());
   // Every line is at most 78 characters, folding happens only before whitespace, and
