@@ -16,10 +16,6 @@ constexpr std::string_view kTempDeny = "[SYS/TEMP] command filter unavailable, t
 constexpr std::size_t kMaxReason = 200;       // a reason or reply for the client: one line
 constexpr std::size_t kMaxLoggedError = 300;  // an exception's text in the log
 
-bool HasLineBreakOrNul(std::string_view text) {
-  return text.find_first_of(std::string_view("\r\n\0", 3)) != std::string_view::npos;
-}
-
 }  // namespace
 
 struct ChainSession::Slot {
@@ -438,8 +434,8 @@ void ChainSession::CommandStep(std::shared_ptr<CommandRun> run) {
       if (result.status == CallStatus::kOk) {
         // A reply or line with a line break would let a plugin speak for the server.
         const CommandDecision& decision = call->decision;
-        bool bad =
-            decision.kind() != CommandDecision::Kind::kAllow && HasLineBreakOrNul(decision.text());
+        bool bad = decision.kind() != CommandDecision::Kind::kAllow &&
+                   text::HasLineBreakOrNul(decision.text());
         bad =
             bad || (decision.kind() == CommandDecision::Kind::kRewrite && decision.text().empty());
         if (bad) {

@@ -4,6 +4,8 @@
 #include <stdexcept>
 #include <utility>
 
+#include "text/one_line.h"
+
 namespace popgate::mail {
 namespace {
 
@@ -27,7 +29,7 @@ bool Named(const HeaderField& field, std::string_view name) {
 }
 
 void CheckValue(std::string_view value) {
-  if (value.find_first_of(std::string_view("\r\n\0", 3)) != std::string_view::npos) {
+  if (text::HasLineBreakOrNul(value)) {
     throw std::invalid_argument("header value contains CR, LF or NUL");
   }
 }

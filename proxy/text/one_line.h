@@ -12,7 +12,9 @@
 //                 fields and text/plain; charset=utf-8 body): it must be valid UTF-8 and
 //                 one header line, so control characters become spaces and invalid bytes '?'.
 //
-// None of them lets a CR or LF through. Pure code: the standard library only.
+// None of them lets a CR or LF through. Where text must already be one line (a header
+// value, a plugin's reply, an option) and is refused otherwise, HasLineBreakOrNul is the
+// check. Pure code: the standard library only.
 
 #include <cstddef>
 #include <string>
@@ -21,6 +23,11 @@
 namespace popgate::text {
 
 inline constexpr std::size_t kWhole = std::string_view::npos;
+
+// Whether `text` holds a CR, LF or NUL: what no line popgate writes may hold.
+inline bool HasLineBreakOrNul(std::string_view text) {
+  return text.find_first_of(std::string_view("\r\n\0", 3)) != std::string_view::npos;
+}
 
 // CR, LF and TAB as \r, \n and \t; other C0 control characters and DEL as \xNN; the
 // backslash as \\, so that text cannot pass itself off as an escape. Every other byte
