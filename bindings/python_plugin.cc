@@ -135,14 +135,4 @@ void PythonPluginFactory::Replace(PythonPluginInfo info) {
   // `old` goes when its last session does (maybe here).
 }
 
-int PythonPluginFactory::current_index() const {
-  std::lock_guard lock(mutex_);
-  return current_->info.index;
-}
-
-std::shared_ptr<filter::PluginFactory> MakePythonPluginFactory(PythonRuntime& runtime,
-                                                               PythonPluginInfo info) {
-  return std::make_shared<PythonPluginFactory>(runtime, std::move(info));
-}
-
 }  // namespace popgate::bindings

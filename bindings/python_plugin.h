@@ -36,7 +36,6 @@ class PythonPluginFactory final : public filter::PluginFactory {
 
   // A reload's new code: new sessions get it; running ones keep theirs.
   void Replace(PythonPluginInfo info);
-  int current_index() const;
 
   struct Generation;
 

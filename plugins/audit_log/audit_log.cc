@@ -16,8 +16,9 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <utility>
+
+#include "text/errno_text.h"
 
 namespace popgate::plugins {
 namespace {
@@ -61,8 +62,6 @@ Settings ParseOptions(const filter::Options& options) {
   return settings;
 }
 
-std::string ErrnoText(int error) { return std::generic_category().message(error); }
-
 // -1 with errno set on failure.
 int OpenForAppend(const std::string& path) {
   return ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0640);
@@ -85,7 +84,8 @@ class LogFile {
       throw std::invalid_argument("path: not a regular file: " + path);
     }
     fd_ = OpenForAppend(path);
-    if (fd_ < 0) throw std::invalid_argument("path: cannot open " + path + ": " + ErrnoText(errno));
+    if (fd_ < 0)
+      throw std::invalid_argument("path: cannot open " + path + ": " + text::ErrnoText(errno));
     size_ = SizeOf(fd_);
     next_identity_check_ = SteadyClock::now() + kIdentityCheckInterval;
   }
@@ -126,7 +126,8 @@ class LogFile {
     const std::string& path = settings_.path;
     if (settings_.keep == 0) {
       if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
-        throw std::runtime_error("cannot remove " + path + " to rotate it: " + ErrnoText(errno));
+        throw std::runtime_error("cannot remove " + path +
+                                 " to rotate it: " + text::ErrnoText(errno));
       }
     } else {
       for (std::uint64_t i = settings_.keep - 1; i >= 1; --i) {
@@ -141,7 +142,8 @@ class LogFile {
 
   static void RenameIfExists(const std::string& from, const std::string& to) {
     if (::rename(from.c_str(), to.c_str()) != 0 && errno != ENOENT) {
-      throw std::runtime_error("cannot rename " + from + " to " + to + ": " + ErrnoText(errno));
+      throw std::runtime_error("cannot rename " + from + " to " + to + ": " +
+                               text::ErrnoText(errno));
     }
   }
 
@@ -149,7 +151,7 @@ class LogFile {
   void Reopen() {
     int fd = OpenForAppend(settings_.path);
     if (fd < 0) {
-      throw std::runtime_error("cannot open " + settings_.path + ": " + ErrnoText(errno));
+      throw std::runtime_error("cannot open " + settings_.path + ": " + text::ErrnoText(errno));
     }
     ::close(fd_);
     fd_ = fd;
@@ -164,7 +166,7 @@ class LogFile {
       written = ::write(fd_, line.data(), line.size());
     } while (written < 0 && errno == EINTR);
     if (written < 0) {
-      throw std::runtime_error("cannot write " + settings_.path + ": " + ErrnoText(errno));
+      throw std::runtime_error("cannot write " + settings_.path + ": " + text::ErrnoText(errno));
     }
     if (static_cast<std::size_t>(written) < line.size()) {
       // Disk full or a file size limit: take the piece back so every line stays whole.

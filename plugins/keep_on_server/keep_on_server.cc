@@ -4,7 +4,6 @@
 #include <string>
 #include <string_view>
 
-
 namespace popgate::plugins {
 namespace {
 
@@ -38,7 +37,7 @@ class KeepOnServer final : public filter::Plugin {
 
 std::shared_ptr<filter::PluginFactory> MakeKeepOnServerFactory(const filter::Options& options) {
   auto reply = std::make_shared<const std::string>(OptionString(options, "reply", kDefaultReply));
-  if (reply->find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos) {
+  if (text::HasLineBreakOrNul(*reply)) {
     throw std::invalid_argument("reply: must be one line (no CR, LF or NUL)");
   }
   CheckKnownOptions(options, {"reply"});

@@ -91,7 +91,7 @@ std::shared_ptr<filter::PluginFactory> MakeSpamTagFactory(const filter::Options&
         "subject_prefix: " + std::to_string(settings->subject_prefix.size()) + " bytes, at most " +
         std::to_string(kMaxSubjectPrefix));
   }
-  if (settings->subject_prefix.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos) {
+  if (text::HasLineBreakOrNul(settings->subject_prefix)) {
     throw std::invalid_argument("subject_prefix: must not contain CR, LF or NUL");
   }
   CheckKnownOptions(options, {"spamd", "max_size", "subject_prefix"});

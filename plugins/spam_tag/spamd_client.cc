@@ -19,6 +19,9 @@
 #include <string>
 #include <utility>
 
+#include "text/errno_text.h"
+#include "text/one_line.h"
+
 namespace popgate::spamd {
 namespace {
 
@@ -59,24 +62,6 @@ bool ParseNumber(std::string_view s, T& out) {
   const char* end = s.data() + s.size();
   auto [ptr, ec] = std::from_chars(s.data(), end, out);
   return ec == std::errc() && ptr == end;
-}
-
-// Printable text for a detail message: control bytes and 8-bit bytes as \xNN.
-std::string Printable(std::string_view s, std::size_t limit = 200) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (char ch : s.substr(0, limit)) {
-    auto c = static_cast<unsigned char>(ch);
-    if (c >= 0x20 && c < 0x7f) {
-      out += ch;
-    } else {
-      out += "\\x";
-      out += kHex[c >> 4];
-      out += kHex[c & 0xf];
-    }
-  }
-  if (s.size() > limit) out += "...";
-  return out;
 }
 
 // A line of `data` starting at `pos`, without its LF or CRLF; npos when incomplete.
@@ -145,12 +130,6 @@ class UniqueFd {
  private:
   int fd_ = -1;
 };
-
-std::string ErrnoText(int err) {
-  char buf[256];
-  // GNU strerror_r returns the text (possibly not in buf).
-  return std::string(::strerror_r(err, buf, sizeof buf));
-}
 
 // Milliseconds until `deadline` for poll(), rounded up so a wait never ends early.
 int PollTimeout(Clock::time_point deadline) {
@@ -251,14 +230,14 @@ UniqueFd ConnectOne(int family, const sockaddr* addr, socklen_t len, Clock::time
   UniqueFd fd(::socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (fd.get() < 0) {
     int err = errno;
-    r = ErrorResult(Error::kConnect, "socket: " + ErrnoText(err));
+    r = ErrorResult(Error::kConnect, "socket: " + text::ErrnoText(err));
     return {};
   }
   if (::connect(fd.get(), addr, len) == 0) return fd;
   int err = errno;
   if (err != EINPROGRESS && err != EINTR) {
     r = ErrorResult(ConnectErrorKind(err, ep.is_unix),
-                    "connect to spamd at " + ep.text + ": " + ErrnoText(err));
+                    "connect to spamd at " + ep.text + ": " + text::ErrnoText(err));
     return {};
   }
   int revents = WaitFor(fd.get(), POLLOUT, deadline);
@@ -269,7 +248,7 @@ UniqueFd ConnectOne(int family, const sockaddr* addr, socklen_t len, Clock::time
   }
   if (revents < 0) {
     err = errno;
-    r = ErrorResult(Error::kConnect, "poll: " + ErrnoText(err));
+    r = ErrorResult(Error::kConnect, "poll: " + text::ErrnoText(err));
     return {};
   }
   int so_error = 0;
@@ -277,7 +256,7 @@ UniqueFd ConnectOne(int family, const sockaddr* addr, socklen_t len, Clock::time
   if (::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &so_error, &so_len) != 0) so_error = errno;
   if (so_error != 0) {
     r = ErrorResult(ConnectErrorKind(so_error, ep.is_unix),
-                    "connect to spamd at " + ep.text + ": " + ErrnoText(so_error));
+                    "connect to spamd at " + ep.text + ": " + text::ErrnoText(so_error));
     return {};
   }
   return fd;
@@ -289,7 +268,7 @@ UniqueFd Connect(const ClientOptions& options, Clock::time_point start, Clock::t
   std::string why;
   if (!ParseEndpoint(options.address, ep, why)) {
     r = ErrorResult(Error::kBadAddress,
-                    "spamd address '" + Printable(options.address) + "': " + why);
+                    "spamd address '" + text::Escaped(options.address) + "': " + why);
     return {};
   }
   Clock::time_point connect_deadline = std::min(deadline, start + options.connect_timeout);
@@ -308,7 +287,7 @@ UniqueFd Connect(const ClientOptions& options, Clock::time_point start, Clock::t
   addrinfo* list = nullptr;
   int rc = ::getaddrinfo(ep.host.c_str(), ep.port.c_str(), &hints, &list);
   if (rc != 0) {
-    r = ErrorResult(Error::kBadAddress, "spamd address '" + Printable(ep.text) +
+    r = ErrorResult(Error::kBadAddress, "spamd address '" + text::Escaped(ep.text) +
                                             "': " + std::string(::gai_strerror(rc)));
     return {};
   }
@@ -351,7 +330,7 @@ bool SendAll(int fd, std::vector<std::string_view> parts, Clock::time_point dead
         }
         if (revents < 0) {
           err = errno;
-          r = ErrorResult(Error::kIo, "poll: " + ErrnoText(err));
+          r = ErrorResult(Error::kIo, "poll: " + text::ErrnoText(err));
           return false;
         }
         if (revents & POLLIN) {
@@ -363,10 +342,10 @@ bool SendAll(int fd, std::vector<std::string_view> parts, Clock::time_point dead
       if (err == EPIPE || err == ECONNRESET) {
         // spamd stopped reading; an error line may be waiting.
         answered_early = true;
-        r = ErrorResult(Error::kIo, "sending the message to spamd: " + ErrnoText(err));
+        r = ErrorResult(Error::kIo, "sending the message to spamd: " + text::ErrnoText(err));
         return true;
       }
-      r = ErrorResult(Error::kIo, "sending the message to spamd: " + ErrnoText(err));
+      r = ErrorResult(Error::kIo, "sending the message to spamd: " + text::ErrnoText(err));
       return false;
     }
     auto sent = static_cast<std::size_t>(n);
@@ -392,7 +371,7 @@ bool ReadAll(int fd, Clock::time_point deadline, const std::function<bool(std::s
     }
     if (revents < 0) {
       int err = errno;
-      r = ErrorResult(Error::kIo, "poll: " + ErrnoText(err));
+      r = ErrorResult(Error::kIo, "poll: " + text::ErrnoText(err));
       return false;
     }
     ssize_t n = ::recv(fd, buf, sizeof buf, 0);
@@ -411,7 +390,7 @@ bool ReadAll(int fd, Clock::time_point deadline, const std::function<bool(std::s
       eof();
       return true;
     }
-    r = ErrorResult(Error::kIo, "reading spamd's answer: " + ErrnoText(err));
+    r = ErrorResult(Error::kIo, "reading spamd's answer: " + text::ErrnoText(err));
     return false;
   }
 }
@@ -550,7 +529,7 @@ ResponseParser::State ResponseParser::Finish() {
     if (s != State::kNeedMore) return s;
     if (!head_done_) {
       return Fail(Error::kProtocol,
-                  "spamd's answer ended inside its header: '" + Printable(buffer_) + "'");
+                  "spamd's answer ended inside its header: '" + text::Escaped(buffer_) + "'");
     }
   }
   return ParseBodyIfComplete(true);
@@ -571,7 +550,7 @@ ResponseParser::State ResponseParser::ParseHead() {
   // "SPAMD/1.1 0 EX_OK"
   std::string_view rest = status;
   if (!rest.starts_with("SPAMD/")) {
-    return Fail(Error::kProtocol, "not a SPAMD answer: '" + Printable(status) + "'");
+    return Fail(Error::kProtocol, "not a SPAMD answer: '" + text::Escaped(status) + "'");
   }
   rest.remove_prefix(6);
   std::size_t sp = rest.find(' ');
@@ -579,7 +558,7 @@ ResponseParser::State ResponseParser::ParseHead() {
   bool version_ok =
       !version.empty() && version.find_first_not_of("0123456789.") == std::string_view::npos;
   if (sp == std::string_view::npos || !version_ok) {
-    return Fail(Error::kProtocol, "not a SPAMD status line: '" + Printable(status) + "'");
+    return Fail(Error::kProtocol, "not a SPAMD status line: '" + text::Escaped(status) + "'");
   }
   rest.remove_prefix(sp + 1);
   sp = rest.find(' ');
@@ -587,11 +566,12 @@ ResponseParser::State ResponseParser::ParseHead() {
   std::string_view message = sp == std::string_view::npos ? "" : Trim(rest.substr(sp + 1));
   int code = 0;
   if (!AllDigits(code_text) || !ParseNumber(code_text, code)) {
-    return Fail(Error::kProtocol, "not a SPAMD status line: '" + Printable(status) + "'");
+    return Fail(Error::kProtocol, "not a SPAMD status line: '" + text::Escaped(status) + "'");
   }
   result_.spamd_code = code;
   if (code != 0) {
-    return Fail(Error::kSpamd, "spamd answered " + std::to_string(code) + " " + Printable(message));
+    return Fail(Error::kSpamd,
+                "spamd answered " + std::to_string(code) + " " + text::Escaped(message));
   }
   // Fields until the blank line.
   bool have_spam = false;
@@ -608,7 +588,7 @@ ResponseParser::State ResponseParser::ParseHead() {
     if (line.empty()) break;
     std::size_t colon = line.find(':');
     if (colon == std::string_view::npos) {
-      return Fail(Error::kProtocol, "bad line in spamd's answer: '" + Printable(line) + "'");
+      return Fail(Error::kProtocol, "bad line in spamd's answer: '" + text::Escaped(line) + "'");
     }
     std::string_view name = Trim(line.substr(0, colon));
     std::string_view value = Trim(line.substr(colon + 1));
@@ -616,7 +596,7 @@ ResponseParser::State ResponseParser::ParseHead() {
       std::size_t length = 0;
       if (!AllDigits(value) || !ParseNumber(value, length)) {
         return Fail(Error::kProtocol,
-                    "bad Content-length in spamd's answer: '" + Printable(value) + "'");
+                    "bad Content-length in spamd's answer: '" + text::Escaped(value) + "'");
       }
       if (length > max_response_size_) {
         return Fail(Error::kProtocol, "spamd's answer is too long (" + std::to_string(length) +
@@ -627,7 +607,7 @@ ResponseParser::State ResponseParser::ParseHead() {
     } else if (EqualsNoCase(name, "Spam")) {
       if (!ParseSpamLine(value, result_)) {
         return Fail(Error::kProtocol,
-                    "bad Spam line in spamd's answer: '" + Printable(value) + "'");
+                    "bad Spam line in spamd's answer: '" + text::Escaped(value) + "'");
       }
       have_spam = true;
     }
@@ -741,7 +721,7 @@ Result Ping(const ClientOptions& options) {
   // "SPAMD/1.5 0 PONG"
   std::string_view status = line;
   if (!status.starts_with("SPAMD/")) {
-    return ErrorResult(Error::kProtocol, "not a SPAMD answer: '" + Printable(status) + "'");
+    return ErrorResult(Error::kProtocol, "not a SPAMD answer: '" + text::Escaped(status) + "'");
   }
   std::size_t sp = status.find(' ');
   std::string_view rest = sp == std::string_view::npos ? "" : status.substr(sp + 1);
@@ -750,15 +730,16 @@ Result Ping(const ClientOptions& options) {
   std::string_view word = sp == std::string_view::npos ? "" : Trim(rest.substr(sp + 1));
   int code = 0;
   if (!AllDigits(code_text) || !ParseNumber(code_text, code)) {
-    return ErrorResult(Error::kProtocol, "not a SPAMD status line: '" + Printable(status) + "'");
+    return ErrorResult(Error::kProtocol,
+                       "not a SPAMD status line: '" + text::Escaped(status) + "'");
   }
   if (code != 0) {
-    Result e = ErrorResult(Error::kSpamd, "spamd answered " + Printable(rest));
+    Result e = ErrorResult(Error::kSpamd, "spamd answered " + text::Escaped(rest));
     e.spamd_code = code;
     return e;
   }
   if (word != "PONG") {
-    return ErrorResult(Error::kProtocol, "expected PONG, got '" + Printable(status) + "'");
+    return ErrorResult(Error::kProtocol, "expected PONG, got '" + text::Escaped(status) + "'");
   }
   return Result{};
 }
@@ -769,7 +750,7 @@ std::string AddressProblem(std::string_view address) {
   if (!ParseEndpoint(address, ep, why)) return why;
   if (!ep.is_unix) return "";
   struct stat info {};
-  if (::stat(ep.path.c_str(), &info) != 0) return ep.path + ": " + ErrnoText(errno);
+  if (::stat(ep.path.c_str(), &info) != 0) return ep.path + ": " + text::ErrnoText(errno);
   if (!S_ISSOCK(info.st_mode)) return ep.path + " is not a socket";
   return "";
 }

@@ -22,9 +22,10 @@
 // message already had before adding its own, so every X-Spam-* field in the
 // answer is spamd's.
 //
-// Plain, synchronous code: standard library and POSIX sockets, every wait a poll()
-// bounded by one deadline for the whole call. Nothing here throws except
-// std::bad_alloc; every failure is a SpamdResult with an error.
+// Plain, synchronous code: standard library and POSIX sockets (and popgate's text/,
+// itself standard library only), every wait a poll() bounded by one deadline for the
+// whole call. Nothing here throws except std::bad_alloc; every failure is a SpamdResult
+// with an error.
 
 #include <chrono>
 #include <cstddef>

@@ -17,12 +17,14 @@
 #include <cerrno>
 #include <charconv>
 #include <cstdio>
-#include <cstring>
 #include <initializer_list>
 #include <memory>
 #include <optional>
 #include <sstream>
 #include <utility>
+
+#include "text/errno_text.h"
+#include "text/one_line.h"
 
 #ifndef POPGATE_VERSION
 #define POPGATE_VERSION "0.1.0"  // the build may pass the project's version instead
@@ -83,40 +85,23 @@ constexpr std::array<Named<LogLevel>, 5> kLogLevels{{
 
 // ------------------------------------------------------------------------ one-line messages
 
-// Values in messages may hold newlines or other control characters (TOML strings can);
-// escaping them keeps what() on one line.
-std::string Printable(std::string_view text) {
-  std::string out;
-  for (const char c : text) {
-    const auto byte = static_cast<unsigned char>(c);
-    if (c == '\n') {
-      out += "\\n";
-    } else if (c == '\r') {
-      out += "\\r";
-    } else if (c == '\t') {
-      out += "\\t";
-    } else if (byte < 0x20 || byte == 0x7f) {
-      std::array<char, 5> hex{};
-      std::snprintf(hex.data(), hex.size(), "\\x%02x", byte);
-      out += hex.data();
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
+// Values in messages may hold newlines or other control characters (TOML strings can):
+// text::Escaped keeps what() on one line. A ConfigError shows the whole value.
+std::string Printable(std::string_view text) { return text::Escaped(text, text::kWhole); }
 
-// A user's value in double quotes, escaped so that the quotes still delimit it.
+// A user's value in double quotes, escaped so that the quotes still delimit it (Escaped
+// has already doubled every backslash).
 std::string Quoted(std::string_view text) {
   std::string out = "\"";
-  for (const char c : text) {
-    if (c == '"' || c == '\\') out += '\\';
+  for (const char c : Printable(text)) {
+    if (c == '"') out += '\\';
     out += c;
   }
-  return Printable(out) + "\"";
+  return out + "\"";
 }
 
-// CLI11's messages sometimes span lines; a ConfigError never does.
+// CLI11's messages sometimes span lines; a ConfigError never does. Its line breaks join
+// the lines into one sentence ("; ") rather than show up as "\n", as Printable would.
 std::string OneLine(std::string_view text) {
   std::string out;
   for (const char c : text) {
@@ -652,7 +637,7 @@ std::string ReadFile(const std::string& path) {
     void operator()(std::FILE* file) const { std::fclose(file); }
   };
   const std::unique_ptr<std::FILE, Closer> file(std::fopen(path.c_str(), "rb"));
-  if (!file) Fail(Printable(path), "cannot read: " + std::string(std::strerror(errno)));
+  if (!file) Fail(Printable(path), "cannot read: " + text::ErrnoText(errno));
   std::string text;
   std::array<char, 8192> buffer;
   std::size_t count = 0;
@@ -661,7 +646,7 @@ std::string ReadFile(const std::string& path) {
   }
   // A directory opens fine and fails here, with EISDIR.
   if (std::ferror(file.get())) {
-    Fail(Printable(path), "cannot read: " + std::string(std::strerror(errno)));
+    Fail(Printable(path), "cannot read: " + text::ErrnoText(errno));
   }
   return text;
 }

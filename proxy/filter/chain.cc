@@ -6,36 +6,15 @@
 #include <stdexcept>
 #include <utility>
 
+#include "text/one_line.h"
+
 namespace popgate::filter {
 namespace {
 
 // RFC 3206: popgate's own failures reach the client as [SYS/TEMP].
 constexpr std::string_view kTempDeny = "[SYS/TEMP] command filter unavailable, try again later";
-constexpr std::size_t kMaxReason = 200;
-constexpr std::size_t kMaxLoggedError = 300;
-
-// A reason or reply for the client: one line.
-std::string OneLine(std::string text) {
-  for (char& c : text) {
-    if (c == '\r' || c == '\n' || c == '\0') c = ' ';
-  }
-  if (text.size() > kMaxReason) text.resize(kMaxReason);
-  return text;
-}
-
-// An exception's text for the log: no control characters, bounded.
-std::string Printable(std::string_view text) {
-  std::string out(text.substr(0, kMaxLoggedError));
-  for (char& c : out) {
-    auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u == 0x7f) c = '?';
-  }
-  return out;
-}
-
-bool HasLineBreakOrNul(std::string_view text) {
-  return text.find_first_of(std::string_view("\r\n\0", 3)) != std::string_view::npos;
-}
+constexpr std::size_t kMaxReason = 200;       // a reason or reply for the client: one line
+constexpr std::size_t kMaxLoggedError = 300;  // an exception's text in the log
 
 }  // namespace
 
@@ -171,7 +150,8 @@ void ChainSession::Call(Slot& slot, std::shared_ptr<HookCall> call,
   if (execution == Execution::kInline || (execution == Execution::kWorker && !executors_.worker)) {
     call->session = &info_;
     std::optional<std::string> error = RunHook(*plugin, *call);
-    if (error) return next({CallStatus::kException, Printable(*error), elapsed()});
+    if (error)
+      return next({CallStatus::kException, text::Escaped(*error, kMaxLoggedError), elapsed()});
     NoteSuccess(slot);
     return next({CallStatus::kOk, {}, elapsed()});
   }
@@ -189,7 +169,9 @@ void ChainSession::Call(Slot& slot, std::shared_ptr<HookCall> call,
       slots_[index].started = false;
     }
     if (status == CallStatus::kOk) NoteSuccess(slots_[index]);
-    next({status, status == CallStatus::kException ? Printable(error) : std::string(), elapsed()});
+    next({status,
+          status == CallStatus::kException ? text::Escaped(error, kMaxLoggedError) : std::string(),
+          elapsed()});
   };
   // Exactly once, whatever the executor or plugin does wrong.
   auto once = std::make_shared<std::atomic<bool>>(false);
@@ -264,7 +246,7 @@ bool ChainSession::MakeInstance(Slot& slot) {
   if (slot.instance) return true;
   slot.unavailable = true;
   Log("session " + std::to_string(info_.id) + " plugin " + slot.name +
-      " could not be created: " + Printable(error) +
+      " could not be created: " + text::Escaped(error, kMaxLoggedError) +
       (slot.on_error == ErrorPolicy::kPass ? "; on_error=pass: the session runs without it"
                                            : "; on_error=tempfail"));
   return false;
@@ -452,8 +434,8 @@ void ChainSession::CommandStep(std::shared_ptr<CommandRun> run) {
       if (result.status == CallStatus::kOk) {
         // A reply or line with a line break would let a plugin speak for the server.
         const CommandDecision& decision = call->decision;
-        bool bad =
-            decision.kind() != CommandDecision::Kind::kAllow && HasLineBreakOrNul(decision.text());
+        bool bad = decision.kind() != CommandDecision::Kind::kAllow &&
+                   text::HasLineBreakOrNul(decision.text());
         bad =
             bad || (decision.kind() == CommandDecision::Kind::kRewrite && decision.text().empty());
         if (bad) {
@@ -475,7 +457,7 @@ void ChainSession::CommandStep(std::shared_ptr<CommandRun> run) {
           ++run->index;
           return CommandStep(run);
         case CommandDecision::Kind::kDeny: {
-          std::string reply = OneLine(call->decision.text());
+          std::string reply = text::SpacedLine(call->decision.text(), kMaxReason);
           if (reply.empty()) reply = "command refused";
           return run->done({CommandDecision::Deny(std::move(reply)), slot.name});
         }
@@ -572,7 +554,7 @@ void ChainSession::MessageStep(std::shared_ptr<MessageRun> run) {
       }
       *run->message = std::move(*call->message);
       FilterResult verdict = std::move(call->result);
-      verdict.reason = OneLine(std::move(verdict.reason));
+      verdict.reason = text::SpacedLine(verdict.reason, kMaxReason);
       plugin_run.verdict = verdict.verdict;
       report.runs.push_back(std::move(plugin_run));
       if (verdict.verdict == Verdict::kPass) {

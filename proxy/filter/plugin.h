@@ -36,6 +36,7 @@
 
 #include "filter/options.h"
 #include "mail/message.h"
+#include "text/one_line.h"  // replies, reasons and header values are one line: the helpers
 
 namespace popgate::filter {
 

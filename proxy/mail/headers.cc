@@ -4,6 +4,8 @@
 #include <stdexcept>
 #include <utility>
 
+#include "text/one_line.h"
+
 namespace popgate::mail {
 namespace {
 
@@ -27,7 +29,7 @@ bool Named(const HeaderField& field, std::string_view name) {
 }
 
 void CheckValue(std::string_view value) {
-  if (value.find_first_of(std::string_view("\r\n\0", 3)) != std::string_view::npos) {
+  if (text::HasLineBreakOrNul(value)) {
     throw std::invalid_argument("header value contains CR, LF or NUL");
   }
 }
@@ -60,18 +62,6 @@ bool IsValidFieldName(std::string_view name) {
     auto u = static_cast<unsigned char>(c);
     return u >= 33 && u <= 126 && c != ':';
   });
-}
-
-HeaderSplit SplitHeaders(std::string_view message) {
-  std::size_t pos = 0;
-  while (pos < message.size()) {
-    if (message[pos] == '\n') return {pos, 1};
-    if (message.substr(pos, 2) == "\r\n") return {pos, 2};
-    std::size_t lf = message.find('\n', pos);
-    if (lf == std::string_view::npos) break;
-    pos = lf + 1;
-  }
-  return {message.size(), 0};
 }
 
 void HeaderField::Append(std::string_view more) {

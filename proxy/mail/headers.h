@@ -110,17 +110,6 @@ class Headers {
   std::uint64_t version_ = 0;
 };
 
-// Where a message's header block ends (RFC 5322 §2.1: at the first empty line).
-struct HeaderSplit {
-  std::size_t header_size;     // bytes of the header block, up to the blank line
-  std::size_t separator_size;  // 2 for CRLF, 1 for a bare LF, 0: no blank line (yet)
-};
-
-// Splits `message` at its first empty line. Without one, the whole of `message` is the
-// header block and separator_size is 0. On a prefix of a message, separator_size != 0
-// says the header block is complete.
-HeaderSplit SplitHeaders(std::string_view message);
-
 // Whether `name` may name a new field: printable ASCII (33-126) except ':', not empty.
 bool IsValidFieldName(std::string_view name);
 

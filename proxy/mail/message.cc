@@ -8,7 +8,9 @@ Message::Message(std::string bytes, bool partial)
     : Message(SharedBytes(std::move(bytes)), partial) {}
 
 Message::Message(SharedBytes bytes, bool partial)
-    : original_(std::move(bytes)), split_(SplitHeaders(original_.view())), partial_(partial) {}
+    : original_(std::move(bytes)),
+      split_(pop3::SplitHeaders(original_.view())),
+      partial_(partial) {}
 
 Headers& Message::headers() { return const_cast<Headers&>(std::as_const(*this).headers()); }
 
@@ -61,7 +63,7 @@ std::size_t Message::size() const {
 
 void Message::Replace(std::string bytes) {
   replacement_ = std::make_shared<const std::string>(std::move(bytes));
-  split_ = SplitHeaders(*replacement_);
+  split_ = pop3::SplitHeaders(*replacement_);
   headers_.reset();
   header_cache_.clear();
   header_cache_version_ = 0;

@@ -23,6 +23,7 @@
 
 #include "mail/headers.h"
 #include "mail/shared_bytes.h"
+#include "pop3/multiline.h"
 
 namespace popgate::mail {
 
@@ -59,7 +60,6 @@ class Message {
 
   // The message as received, whatever was done to it since (for the quarantine).
   std::string_view original() const { return original_.view(); }
-  const SharedBytes& shared_original() const { return original_; }
 
   bool modified() const { return replacement_ != nullptr || headers_modified(); }
   bool partial() const { return partial_; }
@@ -77,7 +77,7 @@ class Message {
 
   SharedBytes original_;
   std::shared_ptr<const std::string> replacement_;  // set by Replace
-  HeaderSplit split_;                               // of base()
+  pop3::HeaderSplit split_;                         // of base()
   bool partial_;
   // Built on demand; keyed by the header view's version.
   mutable std::optional<Headers> headers_;

@@ -4,8 +4,9 @@
 #include <sys/resource.h>
 
 #include <cerrno>
-#include <cstring>
 #include <string>
+
+#include "text/errno_text.h"
 
 namespace popgate::net {
 
@@ -53,7 +54,7 @@ std::optional<std::uint64_t> SoftDescriptorLimit() {
 void CheckDescriptorLimit(std::size_t max_sessions) {
   rlimit limit{};
   if (getrlimit(RLIMIT_NOFILE, &limit) != 0) {
-    spdlog::warn("cannot read the file descriptor limit: {}", std::strerror(errno));
+    spdlog::warn("cannot read the file descriptor limit: {}", text::ErrnoText(errno));
     return;
   }
   const DescriptorLimit current{FromRlim(limit.rlim_cur), FromRlim(limit.rlim_max)};
@@ -66,7 +67,7 @@ void CheckDescriptorLimit(std::size_t max_sessions) {
                    Shown(current.soft), Shown(*plan.raise_to), Shown(current.hard), max_sessions);
     } else {
       spdlog::warn("cannot raise the file descriptor limit from {} to {}: {}", Shown(current.soft),
-                   Shown(*plan.raise_to), std::strerror(errno));
+                   Shown(*plan.raise_to), text::ErrnoText(errno));
       plan = PlanDescriptors(DescriptorLimit{current.soft, current.soft}, max_sessions);
     }
   }

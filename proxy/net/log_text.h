@@ -1,15 +1,17 @@
 #pragma once
-// Text for log lines. Peer text made safe: control characters escaped, length bounded.
-// Never pass peer data as a format string; pass it as an argument of LogSafe.
+// Text for log lines about sockets: the peer's address, and the cause of an error in words
+// an operator can act on.
+// Peer text in a log line goes through text::Escaped (text/one_line.h), as an argument,
+// never as a format string.
 
 #include <string>
-#include <string_view>
 
 #include "net/asio.h"
 
 namespace popgate::net {
 
-std::string LogSafe(std::string_view peer_text, std::size_t max_length = 200);
+// `ep` as config::FormatEndpoint writes every address: "192.0.2.1:110", "[::1]:110".
+std::string EndpointText(const tcp::endpoint& ep);
 
 // The cause of a socket error as it is, in the system's words, with what an operator
 // needs to act on popgate's own trouble: "Too many open files (the process's descriptor

@@ -17,10 +17,6 @@ namespace {
 // Bursts of logins must not be refused by the kernel (HAZARDS.md: listen backlog).
 constexpr int kListenBacklog = 1024;
 
-std::string ToString(const tcp::endpoint& ep) {
-  return config::FormatEndpoint(ep.address().to_string(), ep.port());
-}
-
 }  // namespace
 
 void SessionRegistry::Add(std::uint64_t id, std::weak_ptr<Session> session) {
@@ -117,7 +113,7 @@ void Server::Bind(Listening& listening) {
   if (!ec) acceptor->listen(kListenBacklog, ec);
   if (ec) {
     throw std::runtime_error(listening.context.listener->address_where + ": cannot listen on " +
-                             ToString(listening.endpoint) + ": " + ec.message());
+                             EndpointText(listening.endpoint) + ": " + ec.message());
   }
   listening.acceptor = std::move(acceptor);
 }
@@ -125,10 +121,10 @@ void Server::Bind(Listening& listening) {
 void Server::Announce(const Listening& listening) const {
   const config::Listener& listener = *listening.context.listener;
   tcp::endpoint bound = listening.acceptor->local_endpoint();
-  spdlog::info("listening on {} tls={}", ToString(bound), config::ToString(listener.tls));
+  spdlog::info("listening on {} tls={}", EndpointText(bound), config::ToString(listener.tls));
   if (listener.tls == config::TlsMode::kNone && !bound.address().is_loopback()) {
     spdlog::warn("listener {} is plaintext only: passwords cross the network in the clear",
-                 ToString(bound));
+                 EndpointText(bound));
   }
 }
 
@@ -164,7 +160,7 @@ asio::awaitable<void> Server::Accept(Listening& listening) {
       // client waits in the backlog meanwhile, so this repeats every pause while it
       // lasts: one line per interval, with a count.
       error_code ignored;
-      const std::string where = ToString(acceptor.local_endpoint(ignored));
+      const std::string where = EndpointText(acceptor.local_endpoint(ignored));
       WarnRateLimited("accept:" + where + ":" + ec.message(),
                       fmt::format("cannot accept a client on {}: {}", where, DescribeError(ec)));
       asio::steady_timer pause(io_, std::chrono::milliseconds(100));

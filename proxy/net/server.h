@@ -47,8 +47,6 @@ class Server {
   // has passed (remaining sessions are then closed).
   void Shutdown(std::function<void()> done);
 
-  std::size_t active_sessions() const { return registry_.size(); }
-
  private:
   struct Listening {
     std::unique_ptr<tcp::acceptor> acceptor;

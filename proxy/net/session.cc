@@ -7,6 +7,7 @@
 #include "net/server.h"
 #include "net/session_internal.h"
 #include "pop3/response.h"
+#include "text/one_line.h"
 
 namespace popgate::net {
 
@@ -15,15 +16,11 @@ using namespace session_internal;
 
 namespace {
 
-std::string Endpoint(const tcp::socket& socket) {
+std::string RemoteEndpointText(const tcp::socket& socket) {
   error_code ec;
   auto ep = socket.remote_endpoint(ec);
   if (ec) return "?";
-  return config::FormatEndpoint(ep.address().to_string(), ep.port());
-}
-
-std::string Endpoint(const tcp::endpoint& ep) {
-  return config::FormatEndpoint(ep.address().to_string(), ep.port());
+  return EndpointText(ep);
 }
 
 }  // namespace
@@ -81,7 +78,7 @@ Session::Session(tcp::socket client, const ListenerContext& listener,
       watchdog_timer_(client_.get_executor()),
       upstream_written_(client_.get_executor()) {
   if (filters_.pool != nullptr) chain_strand_.emplace(asio::make_strand(*filters_.pool));
-  client_address_ = Endpoint(client_.socket());
+  client_address_ = RemoteEndpointText(client_.socket());
   error_code ec;
   auto peer = client_.socket().remote_endpoint(ec);
   client_trusted_ = !ec && listener_.trusted && listener_.trusted(peer.address());
@@ -90,7 +87,7 @@ Session::Session(tcp::socket client, const ListenerContext& listener,
 Session::~Session() {
   auto elapsed = std::chrono::duration<double>(Clock::now() - started_).count();
   spdlog::info("session {} end client={} user={} in={} out={} duration={:.3f}s reason={}", id_,
-               client_address_, user_.empty() ? "-" : LogSafe(user_, 64), bytes_from_client_,
+               client_address_, user_.empty() ? "-" : text::Escaped(user_, 64), bytes_from_client_,
                bytes_to_client_, elapsed, ToString(end_reason_.value_or(EndReason::kStopped)));
   if (chain_) {
     // The user is the session's last word on it: SessionEnd records name whoever logged
@@ -176,7 +173,7 @@ asio::awaitable<void> Session::Run() {
     co_return;
   }
   if (!pop3::IsValidGreeting(*greeting)) {
-    spdlog::warn("session {} upstream greeting refused: {}", id_, LogSafe(*greeting));
+    spdlog::warn("session {} upstream greeting refused: {}", id_, text::Escaped(*greeting));
     co_await WriteClient(kUpstreamUnavailable);
     End(EndReason::kUpstreamInvalid);
     co_return;
@@ -230,7 +227,7 @@ asio::awaitable<bool> Session::ConnectUpstream() {
   for (const tcp::endpoint& endpoint : upstream_context_.endpoints) {
     error_code ignored;
     socket.close(ignored);
-    tried = Endpoint(endpoint);
+    tried = EndpointText(endpoint);
     socket.open(endpoint.protocol(), ec);
     if (ec) break;  // no descriptor for this address: none for the next either
     co_await socket.async_connect(endpoint, Capture(ec));

@@ -24,7 +24,6 @@
 #include "config/config.h"
 #include "filter/chain.h"
 #include "filter/message_filter.h"
-#include "filter/message_filter.h"
 #include "mail/shared_bytes.h"
 #include "net/asio.h"
 #include "net/filtering.h"
@@ -150,9 +149,10 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // Upstream side.
   asio::awaitable<std::optional<std::string>> ReadUpstreamLine();
-  // A whole multi-line body, un-stuffed, up to `limit` octets (CAPA before STLS, filtered
-  // messages).
-  asio::awaitable<std::optional<std::string>> ReadUpstreamContent(std::size_t limit);
+  // A whole multi-line body, un-stuffed, up to `limit` octets: the one CAPA gatherer, for
+  // the upstream's CAPA before STLS and the client's CAPA. `during` as DecodeNextChunk's.
+  asio::awaitable<std::optional<std::string>> ReadUpstreamContent(std::size_t limit,
+                                                                  std::string_view during);
   // Reads the next upstream chunk of a multi-line response into `decoder`, appending to
   // `out`. Nullopt when the read failed (the failure has been handled; `during` names
   // the command in the log, or nothing is logged when empty).

@@ -1,9 +1,9 @@
 #include <spdlog/spdlog.h>
 
-#include "net/log_text.h"
 #include "net/session.h"
 #include "net/session_internal.h"
 #include "pop3/sasl.h"
+#include "text/one_line.h"
 
 // Session, client side: reads command lines, answers what popgate answers itself,
 // forwards the rest upstream in order.
@@ -148,7 +148,7 @@ void Session::Forward(pop3::Command command) {
     if (command.CarriesSecret()) {
       shown += " ***";
     } else {
-      shown = LogSafe(command.Canonical().substr(0, command.Canonical().size() - 2));
+      shown = text::Escaped(command.Canonical().substr(0, command.Canonical().size() - 2));
     }
     spdlog::debug("session {} > {}", id_, shown);
   }

@@ -2,13 +2,13 @@
 
 #include "filter/message_filter.h"
 #include "mail/message.h"
-#include "net/log_text.h"
 #include "net/session.h"
 #include "net/session_internal.h"
 #include "pop3/multiline.h"
 #include "quarantine/maildir_quarantine.h"
 #include "spool/held_content.h"
 #include "spool/spool_file.h"
+#include "text/one_line.h"
 
 // Session: the filter chain. It is made and started with the session; client commands
 // pass its command hooks; RETR and TOP pass its message hooks. The chain is asynchronous:
@@ -144,7 +144,8 @@ void LogQuarantined(std::uint64_t session_id, const pop3::Command& command,
   spdlog::info("session {} {} {} {} by {} ({}): original quarantined as {}", session_id,
                command.keyword, command.args[0],
                outcome.verdict == filter::Verdict::kReject ? "rejected" : "delivered edited",
-               LogSafe(outcome.decided_by), LogSafe(outcome.reason), outcome.quarantine_id);
+               text::Escaped(outcome.decided_by), text::Escaped(outcome.reason),
+               outcome.quarantine_id);
 }
 
 }  // namespace
@@ -209,7 +210,7 @@ asio::awaitable<std::optional<pop3::Command>> Session::FilterCommand(pop3::Comma
       co_return command;
     case filter::CommandDecision::Kind::kDeny:
       spdlog::info("session {} {} denied by plugin {}", id_, command.keyword,
-                   LogSafe(outcome.decided_by));
+                   text::Escaped(outcome.decided_by));
       co_await ReplyToClient("-ERR " + outcome.decision.text() + "\r\n");
       co_return std::nullopt;
     case filter::CommandDecision::Kind::kRewrite:
@@ -222,12 +223,12 @@ asio::awaitable<std::optional<pop3::Command>> Session::FilterCommand(pop3::Comma
   if (rewritten == nullptr || rewritten->verb == Verb::kStls ||
       !pop3::AllowedIn(rewritten->verb, state_)) {
     spdlog::warn("session {} plugin {} rewrote {} into an invalid command", id_,
-                 LogSafe(outcome.decided_by), command.keyword);
+                 text::Escaped(outcome.decided_by), command.keyword);
     co_await ReplyToClient("-ERR [SYS/TEMP] Command refused by a filter\r\n");
     co_return std::nullopt;
   }
   spdlog::debug("session {} {} rewritten by plugin {}", id_, command.keyword,
-                LogSafe(outcome.decided_by));
+                text::Escaped(outcome.decided_by));
   co_return *rewritten;
 }
 
@@ -276,7 +277,7 @@ asio::awaitable<bool> Session::RelayWholeFiltered(const Pending& pending, std::s
     // A full disk, say: the message can't be filtered now; the client retries later.
     const FilterOutcome failed = SpoolFailure(held);
     spdlog::error("session {} {} {}: {}", id_, command.keyword, command.args[0],
-                  LogSafe(failed.reason));
+                  text::Escaped(failed.reason));
     if (!co_await DrainRest(decoder, decoder.done(), command.keyword)) {
       co_return false;
     }
@@ -640,7 +641,7 @@ asio::awaitable<bool> Session::WithholdFiltered(const pop3::Command& command,
                                                 const FilterOutcome& outcome) {
   spdlog::info("session {} {} {} withheld ({}{}{}): {}", id_, command.keyword, command.args[0],
                filter::ToString(outcome.verdict), outcome.decided_by.empty() ? "" : " by ",
-               LogSafe(outcome.decided_by), LogSafe(outcome.reason));
+               text::Escaped(outcome.decided_by), text::Escaped(outcome.reason));
   if (keepalive.sent > 0) {
     // The client has the status line: an -ERR can't follow. Closing without the end line
     // makes it drop what it got and retry later.

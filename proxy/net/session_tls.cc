@@ -1,10 +1,10 @@
 #include <spdlog/spdlog.h>
 
-#include "net/log_text.h"
 #include "net/session.h"
 #include "net/session_internal.h"
 #include "pop3/capa.h"
 #include "pop3/response.h"
+#include "text/one_line.h"
 
 // Session: TLS on both legs, STLS, and the plaintext-login policy.
 
@@ -20,7 +20,7 @@ asio::awaitable<bool> Session::StartClientTls() {
   co_await client_.Handshake(*listener_.tls, ssl::stream_base::server, "", false, ec, failure);
   SetClientDeadline(Clock::time_point::max());
   if (ec) {
-    spdlog::info("session {} client TLS handshake failed: {}", id_, LogSafe(failure));
+    spdlog::info("session {} client TLS handshake failed: {}", id_, text::Escaped(failure));
     End(EndReason::kClientTls);
     co_return false;
   }
@@ -39,7 +39,7 @@ asio::awaitable<bool> Session::StartUpstreamTls(bool after_stls) {
   SetUpstreamDeadline(Clock::time_point::max());
   if (ec) {
     spdlog::warn("session {} upstream TLS{} failed: {}", id_, after_stls ? " (STLS)" : "",
-                 LogSafe(failure));
+                 text::Escaped(failure));
     if (end_reason_ != EndReason::kUpstreamTimeout) end_reason_ = EndReason::kUpstreamTls;
     co_return false;
   }
@@ -51,7 +51,7 @@ asio::awaitable<bool> Session::StartUpstreamTls(bool after_stls) {
 // skipped for plaintext.
 asio::awaitable<bool> Session::NegotiateUpstreamStls() {
   auto fail = [this](const std::string& why) -> asio::awaitable<bool> {
-    spdlog::warn("session {} upstream STLS failed: {}", id_, LogSafe(why));
+    spdlog::warn("session {} upstream STLS failed: {}", id_, text::Escaped(why));
     co_await FailUpstream(EndReason::kUpstreamTls, kUpstreamTlsFailed);
     co_return false;
   };
@@ -65,7 +65,7 @@ asio::awaitable<bool> Session::NegotiateUpstreamStls() {
   }
   std::optional<std::string> capa;
   if (pop3::ClassifyStatus(*status) == pop3::Status::kOk) {
-    capa = co_await ReadUpstreamContent(kMaxCapa);
+    capa = co_await ReadUpstreamContent(kMaxCapa, {});
     if (!capa) {
       co_return false;
     }

@@ -6,6 +6,7 @@
 #include "pop3/capa.h"
 #include "pop3/multiline.h"
 #include "pop3/response.h"
+#include "text/one_line.h"
 
 // Session, upstream side: matches responses to pending commands first-in first-out,
 // relays them, and re-encodes multi-line bodies.
@@ -115,7 +116,8 @@ asio::awaitable<void> Session::RelayResponses() {
     if (pending_.front().internal) {
       // popgate's own keep-alive NOOP: a single line, never the client's business.
       if (status != pop3::Status::kOk) {
-        spdlog::warn("session {} upstream refused keep-alive NOOP: {}", id_, LogSafe(*status_line));
+        spdlog::warn("session {} upstream refused keep-alive NOOP: {}", id_,
+                     text::Escaped(*status_line));
       }
       pending_.pop_front();
       if (pending_.empty()) {
@@ -137,7 +139,7 @@ asio::awaitable<void> Session::RelayResponses() {
     }
     if (status == pop3::Status::kContinuation || status == pop3::Status::kInvalid) {
       spdlog::warn("session {} invalid upstream response to {}: {}", id_, command.keyword,
-                   LogSafe(*status_line));
+                   text::Escaped(*status_line));
       co_await FailUpstream(EndReason::kUpstreamInvalid, kUpstreamInvalid);
       co_return;
     }
@@ -183,7 +185,7 @@ void Session::OnAnswered(const pop3::Command& command, bool ok) {
   if (!LogsIn(command)) return;
   if (command.verb == Verb::kApop) pending_user_ = command.args[0];
   if (command.verb != Verb::kPass) user_ = pending_user_;
-  const std::string shown = user_.empty() ? "-" : LogSafe(user_, 64);
+  const std::string shown = user_.empty() ? "-" : text::Escaped(user_, 64);
   if (ok) {
     state_ = pop3::State::kTransaction;
     spdlog::info("session {} logged in user={}", id_, shown);
@@ -214,7 +216,8 @@ asio::awaitable<std::optional<pop3::MultiLineDecoder::Progress>> Session::Decode
   co_return progress;
 }
 
-asio::awaitable<std::optional<std::string>> Session::ReadUpstreamContent(std::size_t limit) {
+asio::awaitable<std::optional<std::string>> Session::ReadUpstreamContent(std::size_t limit,
+                                                                         std::string_view during) {
   pop3::MultiLineDecoder decoder;
   std::string content;
   auto progress = decoder.Feed(upstream_in_, content);
@@ -224,7 +227,7 @@ asio::awaitable<std::optional<std::string>> Session::ReadUpstreamContent(std::si
       co_await FailUpstream(EndReason::kUpstreamInvalid, kUpstreamInvalid);
       co_return std::nullopt;
     }
-    auto next = co_await DecodeNextChunk(decoder, content, {});
+    auto next = co_await DecodeNextChunk(decoder, content, during);
     if (!next) {
       co_return std::nullopt;
     }
@@ -235,33 +238,21 @@ asio::awaitable<std::optional<std::string>> Session::ReadUpstreamContent(std::si
 
 asio::awaitable<bool> Session::RelayMultiLine(const pop3::Command& command,
                                               std::string status_line) {
-  const bool is_capa = command.verb == Verb::kCapa;
-  // CAPA is gathered whole and rewritten; everything else streams through re-stuffed.
-  pop3::MultiLineDecoder decoder(is_capa ? pop3::MultiLineDecoder::Output::kContent
-                                         : pop3::MultiLineDecoder::Output::kStuffed);
   client_out_ = std::move(status_line);
   client_out_ += "\r\n";
-  if (!is_capa) {
+  // CAPA is gathered whole and rewritten; everything else streams through re-stuffed.
+  if (command.verb != Verb::kCapa) {
+    pop3::MultiLineDecoder decoder(pop3::MultiLineDecoder::Output::kStuffed);
     auto progress = decoder.Feed(upstream_in_, client_out_);
     upstream_in_.erase(0, progress.consumed);
     co_return co_await StreamRest(decoder, progress.done, command.keyword);
   }
 
-  std::string capa;
-  auto progress = decoder.Feed(upstream_in_, capa);
-  upstream_in_.erase(0, progress.consumed);
-  while (!progress.done) {
-    if (capa.size() > kMaxCapa) {
-      co_await FailUpstream(EndReason::kUpstreamInvalid, kUpstreamInvalid);
-      co_return false;
-    }
-    auto next = co_await DecodeNextChunk(decoder, capa, command.keyword);
-    if (!next) {
-      co_return false;
-    }
-    progress = *next;
+  std::optional<std::string> capa = co_await ReadUpstreamContent(kMaxCapa, command.keyword);
+  if (!capa) {
+    co_return false;
   }
-  auto capabilities = pop3::Capabilities::Parse(capa);
+  auto capabilities = pop3::Capabilities::Parse(*capa);
   pop3::CapaPolicy policy;
   policy.offer_stls = listener_.listener->tls == config::TlsMode::kStartTls && !client_.is_tls();
   policy.hide_logins = !LoginAllowed();

@@ -21,7 +21,8 @@ class Capabilities {
   static Capabilities Parse(std::string_view content);
 
   bool Has(std::string_view name) const;
-  // The keyword's arguments, e.g. the mechanisms of "SASL PLAIN LOGIN".
+  // The keyword's arguments, e.g. the mechanisms of "SASL PLAIN LOGIN" (for plugins and
+  // the CAPA fuzz target, which checks it against Has and the lines).
   std::vector<std::string> Arguments(std::string_view name) const;
 
   // Applies popgate's rules (HAZARDS.md "TLS and STARTTLS"):

@@ -29,7 +29,6 @@ class LineReader {
   // Bytes after the line are left for the caller to feed again.
   std::size_t Feed(std::string_view input, std::optional<Line>& out);
 
-  void set_max_line(std::size_t max_line) { max_line_ = max_line; }
   // True while a partial line is held (the caller must not, e.g., start TLS).
   bool has_partial() const { return !partial_.empty() || skipping_; }
   void Reset() {

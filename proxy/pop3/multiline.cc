@@ -212,16 +212,33 @@ void UnstuffLines(std::string_view wire, std::string& out) {
   }
 }
 
+HeaderSplit SplitHeaders(std::string_view content, std::size_t from) {
+  // A blank line begins the content or follows a LF. One that straddles `from` ends at or
+  // after it, so it begins after a LF at from - 2 or later: the search starts there.
+  std::size_t pos = 0;
+  if (from >= 2) {
+    std::size_t lf = content.find('\n', from - 2);
+    pos = lf == std::string_view::npos ? content.size() : lf + 1;
+  }
+  while (pos < content.size()) {
+    if (content[pos] == '\n') return {pos, 1};
+    if (content.substr(pos, 2) == "\r\n") return {pos, 2};
+    std::size_t lf = content.find('\n', pos);
+    if (lf == std::string_view::npos) break;
+    pos = lf + 1;
+  }
+  return {content.size(), 0};
+}
+
 std::optional<std::size_t> FindHeaderBlockEnd(std::string_view content, std::size_t from) {
-  if (content.starts_with("\r\n")) return 2;
-  // A blank line may straddle `from`: start far enough back to see it whole.
-  std::size_t blank = content.find("\r\n\r\n", from > 2 ? from - 2 : 0);
-  if (blank == std::string_view::npos) return std::nullopt;
-  return blank + 4;
+  HeaderSplit split = SplitHeaders(content, from);
+  if (split.separator_size == 0) return std::nullopt;
+  return split.header_size + split.separator_size;
 }
 
 std::size_t HeaderBlockEnd(std::string_view content) {
-  return FindHeaderBlockEnd(content).value_or(content.size());
+  HeaderSplit split = SplitHeaders(content);
+  return split.header_size + split.separator_size;
 }
 
 std::size_t FirstLinesLength(std::string_view text, std::uint64_t lines) {

@@ -94,9 +94,22 @@ class ContentStuffer {
 // `wire` to `out` with the extra "." of each stuffed line removed.
 void UnstuffLines(std::string_view wire, std::string& out);
 
-// Where the header block of canonical content (CRLF line ends) ends: just past the blank
-// line, or nullopt when none has been seen. The bytes before `from` are known to hold no
-// blank line (content that arrives in pieces is searched once).
+// Where a message's header block ends (RFC 5322 §2.1: at the first empty line).
+struct HeaderSplit {
+  std::size_t header_size;     // bytes of the header block, up to the blank line
+  std::size_t separator_size;  // 2 for CRLF, 1 for a bare LF, 0: no blank line (yet)
+};
+
+// The one search for the end of a header block (pop3's TOP and the filters' held header
+// block, mail::Message, the quarantine notice). Splits `content` at its first empty line:
+// CRLF, or a bare LF, which content a plugin wrote may have (canonical content, as the
+// decoder writes it, has none). Without one, the whole of `content` is the header block
+// and separator_size is 0; on a prefix of a message, separator_size != 0 says the header
+// block is complete. The bytes before `from` are known to hold no blank line (content
+// that arrives in pieces is searched once).
+HeaderSplit SplitHeaders(std::string_view content, std::size_t from = 0);
+
+// SplitHeaders as an offset: just past the blank line, or nullopt when none has been seen.
 std::optional<std::size_t> FindHeaderBlockEnd(std::string_view content, std::size_t from = 0);
 
 // FindHeaderBlockEnd, or content.size() when there is no blank line (headers only).

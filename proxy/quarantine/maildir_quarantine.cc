@@ -7,7 +7,6 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
-#include <cstring>
 #include <ctime>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -16,6 +15,9 @@
 #include <utility>
 
 #include "mail/headers.h"
+#include "pop3/multiline.h"
+#include "text/errno_text.h"
+#include "text/one_line.h"
 
 namespace popgate::quarantine {
 namespace {
@@ -24,12 +26,10 @@ namespace {
 // make the same name in the same microsecond.
 std::atomic<std::uint64_t> g_counter{0};
 
-std::string ErrnoText(int error) { return std::strerror(error); }
-
 [[noreturn]] void FailPath(const std::string& path, const std::string& dir, int error) {
   std::string what = "quarantine path " + path + ": ";
   if (dir != path) what += dir + ": ";
-  throw std::runtime_error(what + ErrnoText(error));
+  throw std::runtime_error(what + text::ErrnoText(error));
 }
 
 // `dir` exists as a directory afterwards, or this throws.
@@ -164,84 +164,13 @@ bool NoHardLinks(int error) {
 
 // --- The notice ----------------------------------------------------------------------------
 
-// Length of the valid UTF-8 sequence at the start of `s` (no overlongs, no surrogates, at
-// most U+10FFFF), 0 if there is none. Sets `code` to its code point.
-std::size_t Utf8Sequence(std::string_view s, char32_t& code) {
-  auto byte = [&](std::size_t i) { return static_cast<unsigned char>(s[i]); };
-  unsigned char lead = byte(0);
-  std::size_t length = 0;
-  char32_t min = 0;
-  if (lead < 0x80) {
-    code = lead;
-    return 1;
-  } else if (lead >= 0xC2 && lead <= 0xDF) {
-    length = 2, code = lead & 0x1F, min = 0x80;
-  } else if (lead >= 0xE0 && lead <= 0xEF) {
-    length = 3, code = lead & 0x0F, min = 0x800;
-  } else if (lead >= 0xF0 && lead <= 0xF4) {
-    length = 4, code = lead & 0x07, min = 0x10000;
-  } else {
-    return 0;
-  }
-  if (s.size() < length) return 0;
-  for (std::size_t i = 1; i < length; ++i) {
-    if ((byte(i) & 0xC0) != 0x80) return 0;
-    code = (code << 6) | (byte(i) & 0x3F);
-  }
-  if (code < min || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return 0;
-  return length;
-}
-
-// One line of printable text from a header value or a reason: control characters (C0, DEL,
-// C1, U+2028/2029) become spaces, bytes that are not UTF-8 become '?', runs of spaces
-// become one, no space at either end. At most `cap` bytes: a longer text is cut at a
-// character boundary (and before an encoded-word it would cut in two) and ends in "...".
-std::string Printable(std::string_view in, std::size_t cap) {
-  std::string out;
-  std::size_t cut = std::string::npos;  // where to cut if it gets too long
-  for (std::size_t i = 0; i < in.size();) {
-    char32_t code = 0;
-    std::size_t length = Utf8Sequence(in.substr(i), code);
-    std::string_view piece;
-    bool space = false;
-    if (length == 0) {
-      piece = "?";
-      length = 1;
-    } else if (code < 0x20 || code == 0x7F || (code >= 0x80 && code <= 0x9F) || code == 0x2028 ||
-               code == 0x2029) {
-      space = true;
-    } else {
-      piece = in.substr(i, length);
-      space = code == ' ';
-    }
-    i += length;
-    if (space) {
-      if (!out.empty() && out.back() != ' ') out += ' ';
-    } else {
-      if (cut == std::string::npos && out.size() + piece.size() > cap - 3) cut = out.size();
-      out += piece;
-    }
-    if (out.size() > cap + 8) break;  // enough to know it is too long
-  }
-  while (!out.empty() && out.back() == ' ') out.pop_back();
-  if (out.size() <= cap) return out;
-  out.resize(cut);
-  // Don't leave half an RFC 2047 encoded-word: the reader would see "=?utf-8?B?SGVsbG".
-  std::size_t open = out.rfind("=?");
-  if (open != std::string::npos && out.find("?=", open + 2) == std::string::npos) {
-    out.resize(open);
-  }
-  while (!out.empty() && out.back() == ' ') out.pop_back();
-  return out + "...";
-}
-
 // The original's To, made printable. Too long for one header line: cut after the last
 // whole address that fits, or left out.
 std::optional<std::string> NoticeTo(const mail::Headers& headers) {
   static constexpr std::size_t kMax = 900;
   std::optional<std::string> to = headers.Get("To");
   if (!to) return std::nullopt;
-  std::string value = Printable(*to, 1 << 20);
+  std::string value = text::ReadableLine(*to, 1 << 20);
   if (value.size() > kMax) {
     std::size_t comma = value.rfind(',', kMax);
     if (comma == std::string::npos) return std::nullopt;
@@ -285,7 +214,7 @@ std::string MaildirQuarantine::Store(const Entry& entry) {
     std::string dest = path_ + "/new/" + id;
     auto fail = [&](std::string_view step, const std::string& file, int error) {
       throw std::runtime_error("quarantine: " + std::string(step) + " " + file + ": " +
-                               ErrnoText(error));
+                               text::ErrnoText(error));
     };
 
     Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0600));
@@ -320,7 +249,7 @@ std::string MaildirQuarantine::Store(const Entry& entry) {
       }
     } else if (::unlink(tmp.c_str()) != 0) {
       // The message is in new/; a stray copy in tmp/ is only untidy.
-      Warn("quarantine: cannot remove " + tmp + ": " + ErrnoText(errno) + " (message " + id +
+      Warn("quarantine: cannot remove " + tmp + ": " + text::ErrnoText(errno) + " (message " + id +
            " is stored)");
     }
     error = SyncDirectory(path_ + "/new");
@@ -353,10 +282,11 @@ void MaildirQuarantine::AppendLog(const Entry& entry, const std::string& id) {
 
   std::lock_guard lock(log_mutex_);
   Fd fd(::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0600));
-  if (fd.get() < 0) throw std::runtime_error(ErrnoText(errno));
+  if (fd.get() < 0) throw std::runtime_error(text::ErrnoText(errno));
   // O_APPEND: one write(2) of the whole line, so other writers' lines can't land inside it.
-  if (int error = WriteAll(fd.get(), line); error != 0) throw std::runtime_error(ErrnoText(error));
-  if (fd.Close() != 0) throw std::runtime_error(ErrnoText(errno));
+  if (int error = WriteAll(fd.get(), line); error != 0)
+    throw std::runtime_error(text::ErrnoText(error));
+  if (fd.Close() != 0) throw std::runtime_error(text::ErrnoText(errno));
 }
 
 void MaildirQuarantine::Warn(std::string_view line) const {
@@ -372,22 +302,22 @@ std::string RejectNotice(const mail::Message& original, std::string_view quarant
                          std::string_view decided_by, std::string_view reason) {
   // The headers as received, whatever plugins did to the message since.
   std::string_view bytes = original.original();
-  const mail::Headers old(bytes.substr(0, mail::SplitHeaders(bytes).header_size));
+  const mail::Headers old(bytes.substr(0, pop3::SplitHeaders(bytes).header_size));
   auto field = [&](std::string_view name) -> std::string {
     std::optional<std::string> value = old.Get(name);
-    std::string text = value ? Printable(*value, 200) : std::string();
-    return text.empty() ? std::string("(none)") : text;
+    std::string shown = value ? text::ReadableLine(*value, 200) : std::string();
+    return shown.empty() ? std::string("(none)") : shown;
   };
   std::string id = SafeId(quarantine_id);
-  std::string plugin = Printable(decided_by, 100);
-  std::string why = Printable(reason, 300);
+  std::string plugin = text::ReadableLine(decided_by, 100);
+  std::string why = text::ReadableLine(reason, 300);
   Now now = CurrentTime();
 
   mail::Headers headers;
   headers.Add("From", "popgate <postmaster@localhost>");
   if (auto to = NoticeTo(old)) headers.Add("To", *to);
   headers.Add("Date", RfcDate(now.seconds));
-  std::string subject = Printable(old.Get("Subject").value_or(""), 150);
+  std::string subject = text::ReadableLine(old.Get("Subject").value_or(""), 150);
   headers.Add("Subject", subject.empty() ? "[popgate] message withheld"
                                          : "[popgate] message withheld: " + subject);
   headers.Add("Message-ID", "<popgate." + std::to_string(now.seconds) + "." +

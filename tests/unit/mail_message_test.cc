@@ -33,7 +33,6 @@ TEST(MessageTest, UntouchedMessageIsTheOriginalWithoutACopy) {
   EXPECT_FALSE(message.modified());
   EXPECT_EQ(message.bytes(), kMessage);
   EXPECT_EQ(message.bytes().data(), message.original().data());
-  EXPECT_EQ(message.bytes().data(), message.shared_original().data());
   EXPECT_EQ(message.size(), kMessage.size());
   Message::Parts parts = message.parts();
   EXPECT_EQ(parts.headers.data(), message.original().data());

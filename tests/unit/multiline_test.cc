@@ -2,7 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <optional>
 #include <random>
+#include <string>
 
 namespace popgate::pop3 {
 namespace {
@@ -305,6 +307,34 @@ TEST(TopTest, FindHeaderBlockEndSearchesFromWhereItLeftOff) {
   for (std::size_t from = 0; from <= 12; ++from) {
     EXPECT_EQ(FindHeaderBlockEnd(message, from), std::optional<std::size_t>(14)) << from;
   }
+}
+
+TEST(SplitHeadersTest, FindsTheFirstEmptyLine) {
+  EXPECT_EQ(SplitHeaders("A: 1\r\n\r\nbody\r\n").header_size, 6u);
+  EXPECT_EQ(SplitHeaders("A: 1\r\n\r\nbody\r\n").separator_size, 2u);
+  EXPECT_EQ(SplitHeaders("A: 1\n\nbody\n").separator_size, 1u);
+  EXPECT_EQ(SplitHeaders("\r\nbody").header_size, 0u);
+  EXPECT_EQ(SplitHeaders("A: 1\r\nB: 2\r\n").separator_size, 0u);
+  EXPECT_EQ(SplitHeaders("A: 1\r\nB: 2\r\n").header_size, 12u);
+  EXPECT_EQ(SplitHeaders("").separator_size, 0u);
+  // A line of whitespace is a continuation line, not the end of the header block.
+  EXPECT_EQ(SplitHeaders("A: 1\r\n \r\n\r\n").header_size, 9u);
+  // On a prefix: not complete until the blank line is there.
+  EXPECT_EQ(SplitHeaders("A: 1\r\n\r").separator_size, 0u);
+}
+
+TEST(SplitHeadersTest, SearchesFromWhereItLeftOffWithEitherLineEnd) {
+  // The blank line straddles the point where the previous search ended.
+  for (const std::string message : {"A: 1\r\nB: 2\r\n\r\nbody\r\n", "A: 1\nB: 2\n\nbody\n"}) {
+    const HeaderSplit whole = SplitHeaders(message);
+    for (std::size_t from = 0; from <= whole.header_size; ++from) {
+      EXPECT_EQ(SplitHeaders(message, from).header_size, whole.header_size) << from;
+      EXPECT_EQ(SplitHeaders(message, from).separator_size, whole.separator_size) << from;
+    }
+  }
+  // A bare LF ends a header block in content a plugin wrote; the offset says so too.
+  EXPECT_EQ(FindHeaderBlockEnd("A: 1\n\nbody\n"), std::optional<std::size_t>(6));
+  EXPECT_EQ(HeaderBlockEnd("A: 1\r\n\nbody\n"), 7u);
 }
 
 TEST(TopTest, FirstLinesLength) {
