@@ -29,13 +29,14 @@
 #include "fuzz_support.h"
 #include "mail/headers.h"
 #include "mail/message.h"
+#include "pop3/multiline.h"
 
 namespace {
 
 using popgate::mail::Headers;
-using popgate::mail::HeaderSplit;
 using popgate::mail::Message;
-using popgate::mail::SplitHeaders;
+using popgate::pop3::HeaderSplit;
+using popgate::pop3::SplitHeaders;
 
 constexpr std::size_t kFoldColumn = 78;  // RFC 5322 §2.1.1
 constexpr std::size_t kLookups = 64;     // fields whose lookup is checked
