@@ -792,8 +792,8 @@ def trained_bayes_db(work: Path, popgate: Path) -> Path:
 def check_tagged(bench: Bench, target: Target, user: str) -> list[str]:
     """Every message through `target` must be the direct fetch, its body byte for byte,
     with at most fields named in target.tags added to its header block (and its Subject
-    prefixed); in the small mailbox every message must carry them all (large messages may
-    pass a filter's size limit untagged)."""
+    prefixed); in the small mailbox every message must carry the first of them, the one
+    the filter always adds (large messages may pass a filter's size limit untagged)."""
     via, direct = fetch_all(target.port, user), fetch_all(bench.dovecot.port, user)
     if len(via) != len(direct):
         return [f"{target.name}/{user}: {len(via)} messages, direct {len(direct)}"]
@@ -811,7 +811,7 @@ def check_tagged(bench: Bench, target: Target, user: str) -> list[str]:
         plain_head = [line for line in plain[:plain_cut]
                       if not line.lower().startswith(b"subject:")]
         found = {line.split(b":", 1)[0].lower() + b":" for line in ours if line and b":" in line}
-        missing = [t.decode() for t in tags if t not in found] if user == "small" else []
+        missing = [t.decode() for t in tags[:1] if t not in found] if user == "small" else []
         if lines[cut:] != plain[plain_cut:] or theirs != plain_head or missing:
             return [f"{target.name}/{user}: message {n} is not the direct fetch with "
                     f"{', '.join(t.decode() for t in target.tags)} added to its header block"
@@ -976,8 +976,8 @@ def main() -> int:
                     targets.append(Popgate(
                         Path(args.popgate), dovecot.address, n, work, name="popgate-spamtag",
                         plugin_tables=f'[[plugin]]\nuse = "spam_tag"\nspamd = "{spamd.address}"\n',
-                        tags=(b"X-Spam-Checker-Version", b"X-Spam-Flag", b"X-Spam-Level",
-                              b"X-Spam-Status", b"X-Spam-Score"),
+                        tags=(b"X-Spam-Status", b"X-Spam-Checker-Version", b"X-Spam-Flag",
+                              b"X-Spam-Level", b"X-Spam-Score"),
                         service_pid=spamd.proc.pid))
                 for extra in args.extra_popgate:
                     name, _, path = extra.partition("=")
