@@ -83,10 +83,12 @@ void CheckField(const HeaderField& field) {
   }
 }
 
+// One line for a log (text::Escaped): no control character, so no CR or LF; 8-bit
+// bytes stay as they are (UTF-8 from spamd stays readable).
 bool IsPrintableLine(std::string_view s) {
   for (char c : s) {
     auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u >= 0x7f) return false;
+    if (u < 0x20 || u == 0x7f) return false;
   }
   return true;
 }
