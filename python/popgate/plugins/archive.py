@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import popgate
+from popgate.plugins._options import check_known
 
 DEFAULT_DAYS = 30
 PRUNE_INTERVAL = 3600.0  # seconds between prunes after the one at start-up
@@ -438,10 +439,7 @@ class Archive(popgate.Plugin):
     needs = popgate.WHOLE_MESSAGE  # the copy is the whole message
 
     def configure(self, options: dict[str, Any]) -> None:
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            raise ValueError(f"archive: unknown option {', '.join(unknown)} "
-                             f"(expected {', '.join(OPTIONS)})")
+        check_known("archive", options, OPTIONS)
         self.archive = MaildirArchive(archive_path(options.get("path")))
         self.days = archive_days(options.get("days", DEFAULT_DAYS))
         self.archive.create()

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import popgate
+from popgate.plugins._options import check_known
 
 DEFAULT_EXTENSIONS = (".exe", ".scr", ".js", ".vbs", ".bat", ".cmd", ".com", ".jar", ".ps1",
                       ".lnk")
@@ -221,10 +222,7 @@ class AttachmentGuard(popgate.Plugin):
     check_content: bool = True
 
     def configure(self, options: dict[str, Any]) -> None:
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            raise ValueError(f"attachment_guard: unknown option {', '.join(unknown)} "
-                             f"(expected {', '.join(OPTIONS)})")
+        check_known("attachment_guard", options, OPTIONS)
         if "extensions" in options:
             extensions = options["extensions"]
             if not isinstance(extensions, list) or not all(

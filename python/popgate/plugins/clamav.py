@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import popgate
+from popgate.plugins._options import check_known
 
 DEFAULT_CLAMD = "/var/run/clamav/clamd.ctl"  # Debian's clamav-daemon LocalSocket
 DEFAULT_MAX_SIZE = 25 * 1024 * 1024  # clamd's own StreamMaxLength default (25M)
@@ -243,10 +244,7 @@ class ClamAV(popgate.Plugin):
     needs = popgate.WHOLE_MESSAGE  # a virus is in the body
 
     def configure(self, options: dict[str, Any]) -> None:
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            raise ValueError(f"clamav: unknown option {', '.join(unknown)} "
-                             f"(expected {', '.join(OPTIONS)})")
+        check_known("clamav", options, OPTIONS)
         self.clamd = clamd_address(options.get("clamd", DEFAULT_CLAMD))
         self.max_size = size_limit(options.get("max_size", DEFAULT_MAX_SIZE))
         self.header = header_flag(options.get("header", False))

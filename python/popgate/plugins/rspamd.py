@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import popgate
+from popgate.plugins._options import check_known
 
 DEFAULT_URL = "http://127.0.0.1:11333"
 DEFAULT_SCAN_TIMEOUT = 20.0  # below popgate's default hook timeout (30 s)
@@ -511,10 +512,7 @@ class Rspamd(popgate.Plugin):
     needs = popgate.WHOLE_MESSAGE  # rspamd judges the body too
 
     def configure(self, options: dict[str, Any]) -> None:
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            raise ValueError(f"rspamd: unknown option {', '.join(unknown)} "
-                             f"(expected {', '.join(OPTIONS)})")
+        check_known("rspamd", options, OPTIONS)
         self.endpoint = parse_url(options.get("url", DEFAULT_URL))
         self.reject = parse_reject(options.get("reject", "quarantine"))
         self.subject_prefix = parse_subject_prefix(options.get("subject_prefix", ""))

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import popgate
+from popgate.plugins._options import check_known
 
 ACTIONS = {  # action: the keys it needs
     "add_header": ("field", "value"),
@@ -184,10 +185,7 @@ class SubjectRules(popgate.Plugin):
     needs = popgate.HEADERS
 
     def configure(self, options: dict[str, Any]) -> None:
-        unknown = sorted(set(options) - {"rules"})
-        if unknown:
-            raise ValueError(f"subject_rules: unknown option {', '.join(unknown)} "
-                             "(expected rules)")
+        check_known("subject_rules", options, ("rules",))
         path = options.get("rules")
         if not isinstance(path, str) or not path:
             raise ValueError("subject_rules: option rules (the rules file's path) is "

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import popgate
+from popgate.plugins._options import check_known
 
 from . import _classifier, _store, _tokens
 
@@ -144,10 +145,7 @@ def cutoff(name: str, value: object) -> float:
 
 
 def settings_from(options: dict[str, Any]) -> Settings:
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise ValueError(f"bayes: unknown option {', '.join(unknown)} "
-                         f"(expected {', '.join(OPTIONS)})")
+    check_known("bayes", options, OPTIONS)
     ham = cutoff("ham_cutoff", options.get("ham_cutoff", DEFAULT_HAM_CUTOFF))
     spam = cutoff("spam_cutoff", options.get("spam_cutoff", DEFAULT_SPAM_CUTOFF))
     if ham > spam:
