@@ -12,7 +12,6 @@ stops start-up with exit status 2.
 
 from __future__ import annotations
 
-import base64
 import email
 import email.policy
 import poplib
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from pgtest.attachments import ALTERNATIVE, DISGUISED, HEAD, PROGRAM, REAL_PDF, b64, multipart
 from pgtest.config import start_popgate
 from pgtest.dovecot import Dovecot
 from pgtest.pop3 import login, retr
@@ -30,31 +30,7 @@ from pgtest.popgate import Popgate, PopgateError
 poplib._MAXLINE = 1 << 20
 
 USERS = {"dave": "pw"}
-PROGRAM = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00" + bytes(range(256)) * 16
-PDF = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog >>\nendobj\n"
-
-
-def b64(data: bytes) -> bytes:
-    encoded = base64.b64encode(data)
-    return b"\r\n".join(encoded[i:i + 76] for i in range(0, len(encoded), 76))
-
-
-HEAD = (b"From: alice@example.org\r\nTo: dave@example.org\r\nSubject: invoice\r\n"
-        b"Message-ID: <invoice@example.org>\r\nMIME-Version: 1.0\r\n"
-        b"Content-Type: multipart/mixed; boundary=\"outer\"\r\n\r\n"
-        b"This is a multi-part message in MIME format.\r\n")
-ALTERNATIVE = (b"Content-Type: multipart/alternative; boundary=inner\r\n\r\n"
-               b"--inner\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHello, see "
-               b"attached.\r\n.a line with a leading dot\r\n--inner\r\n"
-               b"Content-Type: text/html; charset=utf-8\r\n\r\n<p>Hello</p>\r\n--inner--\r\n")
-REAL_PDF = (b"Content-Type: application/pdf\r\nContent-Disposition: attachment;\r\n"
-            b" filename*=UTF-8''Rechnung%20M%C3%A4rz.pdf\r\n"
-            b"Content-Transfer-Encoding: base64\r\n\r\n" + b64(PDF))
-DISGUISED = (b"Content-Type: application/pdf; name=\"invoice.pdf\"\r\n"
-             b"Content-Disposition: attachment; filename=\"invoice.pdf\"\r\n"
-             b"Content-Transfer-Encoding: base64\r\n\r\n" + b64(PROGRAM))
-INVOICE = (HEAD + b"--outer\r\n" + ALTERNATIVE + b"\r\n--outer\r\n" + REAL_PDF +
-           b"\r\n--outer\r\n" + DISGUISED + b"\r\n--outer--\r\n")
+INVOICE = multipart(ALTERNATIVE, REAL_PDF, DISGUISED)
 PLAIN = b"From: bob@example.org\r\nSubject: plain\r\n\r\nNothing attached.\r\n"
 MESSAGES = [PLAIN, INVOICE]
 

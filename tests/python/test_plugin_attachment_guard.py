@@ -5,7 +5,6 @@ is a program), that everything it does not remove stays byte for byte, RETR agai
 
 from __future__ import annotations
 
-import base64
 import email
 import email.policy
 import os
@@ -16,42 +15,16 @@ import pytest
 
 from popgate.plugins import attachment_guard
 import popgate
+from pgtest import attachments
+from pgtest.attachments import (ALTERNATIVE, DISGUISED, HEAD, NAMED_EXE, PDF, PROGRAM,
+                                 REAL_PDF, b64, part)
 from popgate.testing import check, session
 
 PLUGIN = "python:popgate.plugins.attachment_guard"
-PROGRAM = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00" + bytes(range(256)) * 8
-PDF = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog >>\nendobj\n"
-
-
-def b64(data: bytes) -> bytes:
-    encoded = base64.b64encode(data)
-    return b"\r\n".join(encoded[i:i + 76] for i in range(0, len(encoded), 76))
-
-
-def part(headers: bytes, content: bytes) -> bytes:
-    return headers + b"\r\n" + content
-
-
-HEAD = (b"From: alice@example.org\r\nTo: dave@example.org\r\nSubject: invoice\r\n"
-        b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"outer\"\r\n\r\n"
-        b"This is a multi-part message in MIME format.\r\n")
-ALTERNATIVE = part(b"Content-Type: multipart/alternative; boundary=inner\r\n",
-                   b"--inner\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHello, see "
-                   b"attached.\r\n--inner\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
-                   b"<p>Hello</p>\r\n--inner--\r\n")
-REAL_PDF = part(b"Content-Type: application/pdf\r\nContent-Disposition: attachment;\r\n"
-                b" filename*=UTF-8''Rechnung%20M%C3%A4rz.pdf\r\n"
-                b"Content-Transfer-Encoding: base64\r\n", b64(PDF))
-DISGUISED = part(b"Content-Type: application/pdf; name=\"invoice.pdf\"\r\n"
-                 b"Content-Disposition: attachment; filename=\"invoice.pdf\"\r\n"
-                 b"Content-Transfer-Encoding: base64\r\n", b64(PROGRAM))
-NAMED_EXE = part(b"Content-Type: application/octet-stream\r\nContent-Disposition: attachment;"
-                 b" filename*=UTF-8''setup%E2%80%93v2.EXE\r\n"
-                 b"Content-Transfer-Encoding: base64\r\n", b64(b"not really a program"))
 
 
 def multipart(*parts: bytes) -> bytes:
-    return HEAD + b"".join(b"--outer\r\n" + p + b"\r\n" for p in parts) + b"--outer--\r\nbye\r\n"
+    return attachments.multipart(*parts, epilogue=b"bye\r\n")
 
 
 MESSAGE = multipart(ALTERNATIVE, REAL_PDF, DISGUISED, NAMED_EXE)
