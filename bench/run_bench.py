@@ -801,16 +801,16 @@ def check_tagged(bench: Bench, target: Target, user: str) -> list[str]:
     for n, ((lines, _), (plain, _)) in enumerate(zip(via, direct), 1):
         cut, plain_cut = lines.index(b""), plain.index(b"")
         head = [line for line in lines[:cut] if not line.lower().startswith(b"subject:")]
-        ours, theirs = [], []
-        for line in head:  # a folded tag's continuation lines belong to it
-            is_tag = line.lower().startswith(tags) or (line[:1] in b" \t" and bool(ours)
-                                                         and ours[-1] is not None)
-            ours.append(line if is_tag else None)
-            if not is_tag:
+        theirs, found, in_tag = [], set(), False
+        for line in head:
+            if line[:1] not in b" \t":  # a field's first line; continuations follow it
+                in_tag = line.lower().startswith(tags)
+                if in_tag:
+                    found.add(line.split(b":", 1)[0].lower() + b":")
+            if not in_tag:
                 theirs.append(line)
         plain_head = [line for line in plain[:plain_cut]
                       if not line.lower().startswith(b"subject:")]
-        found = {line.split(b":", 1)[0].lower() + b":" for line in ours if line and b":" in line}
         missing = [t.decode() for t in tags[:1] if t not in found] if user == "small" else []
         if lines[cut:] != plain[plain_cut:] or theirs != plain_head or missing:
             return [f"{target.name}/{user}: message {n} is not the direct fetch with "

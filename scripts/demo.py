@@ -96,8 +96,8 @@ def main() -> int:
                                           f"{USER}:{PASSWORD}"],
                                          check=True, capture_output=True).stdout
                 print(headers_of(fetched))
-                if parts_of(fetched):
-                    print(parts_of(fetched))
+                if parts := parts_of(fetched):
+                    print(parts)
                 print()
         print("popgate's log:")
         print(proxy.log)
