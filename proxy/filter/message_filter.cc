@@ -50,6 +50,14 @@ OutcomeJob MessageHooksJob(std::shared_ptr<MessageJob> job) {
     job->message.emplace(job->original, job->context.partial);
     job->chain->RunMessageAsync(job->context, *job->message, [job, done](MessageReport report) {
       job->report = std::move(report);
+      if (job->headers_only && job->report.result.verdict == Verdict::kQuarantine) {
+        // Keeping the original while delivering an edit of it would hold the whole
+        // message in a chain built not to: a plugin that wants this asks for the whole
+        // message. Withheld, so nothing is lost.
+        job->report.result = FilterResult::TempFail(
+            "quarantine needs the whole message (the chain holds headers only): " +
+            job->report.result.reason);
+      }
       MessageOutcome out = OutcomeOf(*job);
       if (GoesToQuarantine(out.verdict)) return done(std::move(out));
       job->report.size_out = out.verdict == Verdict::kPass ? job->message->size() : 0;

@@ -41,6 +41,7 @@ struct MessageJob {
   std::string user;
   mail::SharedBytes original;              // content, as received
   std::optional<std::uint64_t> top_lines;  // TOP widened: cut the result to these
+  bool headers_only = false;  // the chain holds the header block; the body streams past
   std::optional<mail::Message> message;
   MessageReport report;
 };
@@ -55,7 +56,8 @@ std::string_view CutForTop(std::string_view content, const std::optional<std::ui
 MessageOutcome OutcomeOf(MessageJob& job);
 
 // Runs the message hooks, then, unless the quarantine comes first, the report hooks;
-// `done` with the outcome.
+// `done` with the outcome. A quarantine asked of a headers-only job is a tempfail (the
+// original it would keep is not held), reported to the report hooks as such.
 OutcomeJob MessageHooksJob(std::shared_ptr<MessageJob> job);
 
 // Whether the original is stored before the client gets anything: reject, quarantine.

@@ -385,6 +385,7 @@ asio::awaitable<bool> Session::RelayHeadersFiltered(const Pending& pending,
   job->context.command = command.keyword;
   job->context.number = std::stoull(command.args[0]);
   job->context.partial = true;  // the plugins see the header block only
+  job->headers_only = true;
   job->user = user_;
   job->original = mail::SharedBytes(Unstuffed(wire().substr(0, head_size)));
   keepalive.content = job->original.view();
@@ -394,14 +395,6 @@ asio::awaitable<bool> Session::RelayHeadersFiltered(const Pending& pending,
   auto outcome = co_await AwaitFilter(std::move(run_hooks), keepalive);
   if (!outcome) {
     co_return false;
-  }
-  if (outcome->verdict == filter::Verdict::kQuarantine) {
-    // Keeping the original while delivering an edit of it would hold the whole message
-    // in a chain built not to: a headers-only plugin that wants this must ask for the
-    // whole message. Withheld, so nothing is lost.
-    outcome->verdict = filter::Verdict::kTempFail;
-    outcome->reason =
-        "quarantine needs the whole message (the chain holds headers only): " + outcome->reason;
   }
   if (outcome->verdict == filter::Verdict::kReject) {
     // The quarantine needs the whole original: held as a whole-message chain holds it.

@@ -182,6 +182,50 @@ TEST(MessageFilterTest, AQuarantineStoresTheOriginalThenSendsTheEditedMessageNam
   fs::remove_all(dir);
 }
 
+// Records what the report hooks are told.
+class Reporting final : public Plugin {
+ public:
+  explicit Reporting(std::vector<MessageReport>& reports) : reports_(reports) {}
+  std::string_view name() const override { return "reporting"; }
+  Needs needs() const override { return Needs::kHeaders; }
+  Execution execution() const override { return Execution::kInline; }
+  FilterResult OnMessage(const SessionInfo&, const MessageContext&, mail::Message&) override {
+    return FilterResult::Quarantine("keep it");
+  }
+  void OnMessageDone(const SessionInfo&, const MessageContext&, const mail::Message&,
+                     const MessageReport& report) override {
+    reports_.push_back(report);
+  }
+
+ private:
+  std::vector<MessageReport>& reports_;
+};
+
+TEST(MessageFilterTest, AQuarantineInAHeadersOnlyJobIsATemporaryFailureReportedAsOne) {
+  std::vector<MessageReport> reports;
+  FilterChain chain(
+      {ChainEntry{MakeFactory("reporting", [&] { return std::make_unique<Reporting>(reports); }),
+                  ErrorPolicy::kPass, std::chrono::seconds(5)}},
+      {});
+  auto session = std::make_shared<ChainSession>(chain.NewSession(SessionInfo{}));
+  ASSERT_TRUE(session->Start());
+  auto job = std::make_shared<MessageJob>();
+  job->chain = session;
+  job->context = {"RETR", 1, std::nullopt, true};
+  job->headers_only = true;
+  job->original = mail::SharedBytes(std::string("Subject: hi\r\n\r\n"));
+  std::optional<MessageOutcome> out;
+  MessageHooksJob(job)([&](MessageOutcome o) { out = std::move(o); });
+  ASSERT_TRUE(out);
+  EXPECT_EQ(out->verdict, Verdict::kTempFail);
+  EXPECT_EQ(out->reason,
+            "quarantine needs the whole message (the chain holds headers only): "
+            "keep it");
+  ASSERT_EQ(reports.size(), 1u);  // message_done runs, and hears what the client got
+  EXPECT_EQ(reports[0].result.verdict, Verdict::kTempFail);
+  EXPECT_EQ(reports[0].result.reason, out->reason);
+}
+
 TEST(MessageFilterTest, AQuarantineWithoutAStoreIsATemporaryFailure) {
   Fixture f([](mail::Message& m) {
     m.Replace(kStripped);
